@@ -1,0 +1,19 @@
+"""What a hook may learn about the call that reached it."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class CallContext:
+    """Passed to every RPC hook as ``call`` (hooks that do not need it leave it out)."""
+
+    #: RPC name as in the proto, e.g. ``RunPodSandbox``
+    rpc: str
+    #: the API version the caller spoke: ``"v1"`` or ``"v1alpha2"``
+    api_version: str = "v1"
+    #: gRPC peer string, e.g. ``unix:`` (empty outside a server)
+    peer: str = ""
+    #: seconds left before the caller's deadline, or None when it set none
+    time_remaining: float | None = None
