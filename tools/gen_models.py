@@ -52,8 +52,16 @@ SCALARS = {
     FDP.TYPE_FLOAT: ("float", "0.0"),
 }
 for _t in (
-    FDP.TYPE_INT32, FDP.TYPE_INT64, FDP.TYPE_UINT32, FDP.TYPE_UINT64, FDP.TYPE_SINT32,
-    FDP.TYPE_SINT64, FDP.TYPE_FIXED32, FDP.TYPE_FIXED64, FDP.TYPE_SFIXED32, FDP.TYPE_SFIXED64,
+    FDP.TYPE_INT32,
+    FDP.TYPE_INT64,
+    FDP.TYPE_UINT32,
+    FDP.TYPE_UINT64,
+    FDP.TYPE_SINT32,
+    FDP.TYPE_SINT64,
+    FDP.TYPE_FIXED32,
+    FDP.TYPE_FIXED64,
+    FDP.TYPE_SFIXED32,
+    FDP.TYPE_SFIXED64,
 ):
     SCALARS[_t] = ("int", "0")
 
@@ -63,8 +71,13 @@ def load(proto: Path) -> descriptor_pb2.FileDescriptorProto:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
-        args = ["protoc", f"-I{PROTO_ROOT}", "--include_source_info",
-                f"--descriptor_set_out={out}", str(proto)]
+        args = [
+            "protoc",
+            f"-I{PROTO_ROOT}",
+            "--include_source_info",
+            f"--descriptor_set_out={out}",
+            str(proto),
+        ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed on {proto}")
         fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
@@ -118,9 +131,7 @@ class Model:
     def __init__(self, msg: descriptor_pb2.DescriptorProto, path: tuple[int, ...]) -> None:
         self.msg = msg
         self.path = path
-        self.maps = {
-            n.name: n for n in msg.nested_type if n.options.map_entry
-        }
+        self.maps = {n.name: n for n in msg.nested_type if n.options.map_entry}
 
 
 def type_of(field: FDP, model: Model, enum_names: dict[str, str]) -> tuple[str, str, str]:
@@ -245,10 +256,14 @@ def gen_models(fd: descriptor_pb2.FileDescriptorProto, rules: Any) -> str:
 
 
 def rpcs_of(fd: descriptor_pb2.FileDescriptorProto) -> list[tuple[int, int, Any]]:
-    return [(s, m, method) for s, svc in enumerate(fd.service) for m, method in enumerate(svc.method)]
+    return [
+        (s, m, method) for s, svc in enumerate(fd.service) for m, method in enumerate(svc.method)
+    ]
 
 
-def gen_rpc_table(fd: descriptor_pb2.FileDescriptorProto, alpha: descriptor_pb2.FileDescriptorProto) -> str:
+def gen_rpc_table(
+    fd: descriptor_pb2.FileDescriptorProto, alpha: descriptor_pb2.FileDescriptorProto
+) -> str:
     alpha_rpcs = {(svc.name, m.name) for svc in alpha.service for m in svc.method}
     out = [
         HEADER.format(proto=V1),
@@ -290,7 +305,9 @@ def gen_rpc_table(fd: descriptor_pb2.FileDescriptorProto, alpha: descriptor_pb2.
     return "".join(out)
 
 
-def request_params(fd: descriptor_pb2.FileDescriptorProto, method: Any) -> list[tuple[str, str, str]]:
+def request_params(
+    fd: descriptor_pb2.FileDescriptorProto, method: Any
+) -> list[tuple[str, str, str]]:
     name = method.input_type.rsplit(".", 1)[-1]
     index = next(i for i, msg in enumerate(fd.message_type) if msg.name == name)
     msg = fd.message_type[index]
@@ -307,9 +324,11 @@ def request_params(fd: descriptor_pb2.FileDescriptorProto, method: Any) -> list[
 
 
 def qualify(annotation: str, models: set[str]) -> str:
-    return re.sub(r"\b([A-Z][A-Za-z0-9]*)\b",
-                  lambda mt: f"m.{mt.group(1)}" if mt.group(1) in models else mt.group(1),
-                  annotation)
+    return re.sub(
+        r"\b([A-Z][A-Za-z0-9]*)\b",
+        lambda mt: f"m.{mt.group(1)}" if mt.group(1) in models else mt.group(1),
+        annotation,
+    )
 
 
 def gen_hooks(fd: descriptor_pb2.FileDescriptorProto) -> str:
@@ -326,7 +345,7 @@ def gen_hooks(fd: descriptor_pb2.FileDescriptorProto) -> str:
         "from criadapt._markers import hookspec\n",
         "from criadapt.call import CallContext\n",
         "from criadapt.models import _generated as m\n\n",
-        "__all__ = [\"Iterable\", \"Mapping\", \"Sequence\"]\n",
+        '__all__ = ["Iterable", "Mapping", "Sequence"]\n',
     ]
     for s, k, method in rpcs_of(fd):
         params = request_params(fd, method)
@@ -351,7 +370,7 @@ def gen_client(fd: descriptor_pb2.FileDescriptorProto) -> str:
         "from collections.abc import Iterator, Mapping, Sequence\n",
         "from typing import Any\n\n",
         "from criadapt.models import _generated as m\n\n",
-        "__all__ = [\"ClientMethods\", \"Mapping\", \"Sequence\"]\n\n\n",
+        '__all__ = ["ClientMethods", "Mapping", "Sequence"]\n\n\n',
         "class ClientMethods:\n",
         '    """One method per RPC; each builds the request model and calls ``_call``."""\n\n',
         "    def _call(self, rpc: str, request: Any) -> Any:\n",
@@ -375,7 +394,9 @@ def gen_client(fd: descriptor_pb2.FileDescriptorProto) -> str:
         out.append(sig)
         if method.server_streaming:
             out.append(f"    ) -> Iterator[{response}]:\n")
-            out.append(f'        """Call ``{method.name}``; yields each message of the stream."""\n')
+            out.append(
+                f'        """Call ``{method.name}``; yields each message of the stream."""\n'
+            )
             out.append(f"        yield from self._stream({method.name!r}, {build})\n")
         else:
             out.append(f"    ) -> {response}:\n")
@@ -427,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
                 if not OUTPUTS[k].exists() or OUTPUTS[k].read_text() != p.read_text()
             ]
             if stale:
-                print("generated models are stale; run tools/gen_models.py:", *stale, file=sys.stderr)
+                print(
+                    "generated models are stale; run tools/gen_models.py:", *stale, file=sys.stderr
+                )
                 return 1
             print("generated models are current")
             return 0

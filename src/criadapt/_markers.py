@@ -1,4 +1,4 @@
-"""pluggy markers: ``hookimpl`` is public (re-exported as ``criadapt.hookimpl``), the spec is ours."""
+"""pluggy markers: ``hookimpl`` is public (``criadapt.hookimpl``); the spec marker is ours."""
 
 import pluggy
 

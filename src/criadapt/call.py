@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import attrs
 
 
@@ -17,3 +19,6 @@ class CallContext:
     peer: str = ""
     #: seconds left before the caller's deadline, or None when it set none
     time_remaining: float | None = None
+    #: set when the call has ended (finished, cancelled by the client, or past its deadline);
+    #: long-running and streaming hooks wait on it instead of blocking forever
+    done: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)

@@ -100,8 +100,17 @@ class Aborted(CriError):
 ERRORS: dict[str, type[CriError]] = {
     cls.code: cls
     for cls in (
-        InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, PermissionDenied,
-        Unauthenticated, ResourceExhausted, DeadlineExceeded, Unavailable, Unimplemented,
-        Internal, Aborted,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        DeadlineExceeded,
+        Unavailable,
+        Unimplemented,
+        Internal,
+        Aborted,
     )
 }

@@ -134,9 +134,7 @@ def _streams(kind: str) -> ClassCheck:
 def _run_as_group(kind: str, *users: str) -> ClassCheck:
     def check(context: Any) -> None:
         if context.run_as_group is not None and not any(getattr(context, u) for u in users):
-            raise ValidationError(
-                f"{kind}.run_as_group is set without {' or '.join(users)}"
-            )
+            raise ValidationError(f"{kind}.run_as_group is set without {' or '.join(users)}")
 
     return check
 

@@ -10,7 +10,8 @@ Extra, non-proto models used by hooks live in :mod:`criadapt.models.extra`.
 """
 
 from criadapt.models._generated import *  # noqa: F403
-from criadapt.models._generated import ENUMS, MODELS, __all__ as _generated_all
+from criadapt.models._generated import ENUMS, MODELS
+from criadapt.models._generated import __all__ as _generated_all
 from criadapt.models.extra import BackendInfo
 
 __all__ = [*_generated_all, "ENUMS", "MODELS", "BackendInfo"]  # noqa: PLE0604

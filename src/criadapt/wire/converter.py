@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from typing import Any, TypeVar
 
 import attrs
@@ -36,10 +36,11 @@ def make_converter() -> cattrs.Converter:
     """
     converter = cattrs.Converter(forbid_extra_keys=True)
 
-    def omit_defaults(cls: type) -> Any:
-        return make_dict_unstructure_fn(
-            cls, converter, **{a.name: override(omit_if_default=True) for a in attrs.fields(cls)}
-        )
+    def omit_defaults(cls: Any) -> Any:
+        overrides: dict[str, Any] = {
+            a.name: override(omit_if_default=True) for a in attrs.fields(cls)
+        }
+        return make_dict_unstructure_fn(cls, converter, **overrides)
 
     converter.register_unstructure_hook_factory(attrs.has, omit_defaults)
     converter.register_unstructure_hook(enum.IntEnum, int)
@@ -55,8 +56,8 @@ def message_to_builtins(message: Message) -> dict[str, Any]:
     for field, value in message.ListFields():
         if field.type != _MESSAGE:
             out[field.name] = list(value) if field.is_repeated else value
-        elif field.message_type.GetOptions().map_entry:
-            value_field = field.message_type.fields_by_name["value"]
+        elif field.message_type.GetOptions().map_entry:  # type: ignore[union-attr]
+            value_field = field.message_type.fields_by_name["value"]  # type: ignore[union-attr]
             if value_field.type == _MESSAGE:
                 out[field.name] = {k: message_to_builtins(v) for k, v in value.items()}
             else:
@@ -102,17 +103,18 @@ def decode(model: type[T], message: Message | bytes) -> T:
             message = message_class(model.__name__).FromString(bytes(message))
         except DecodeError as exc:
             raise InvalidArgument(f"{model.__name__}: cannot parse message: {exc}") from exc
+    assert isinstance(message, Message)
     return structure(message_to_builtins(message), model)
 
 
-@lru_cache(maxsize=None)
-def _pb_class(model: type) -> Any:
-    return message_class(model.__name__)
+@cache
+def _pb_class(name: str) -> Any:
+    return message_class(name)
 
 
 def to_pb(model: Any) -> Message:
     """Model → v1 protobuf message (which also serializes as v1alpha2)."""
-    result: Message = _pb_class(type(model))(**CONVERTER.unstructure(model))
+    result: Message = _pb_class(type(model).__name__)(**CONVERTER.unstructure(model))
     return result
 
 
