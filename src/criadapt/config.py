@@ -8,7 +8,8 @@ the wrong TOML type are errors, never silently converted. Every problem is repor
 (``streaming.prot``, ``registry.mirrors."docker.io".endpoints[0]``).
 
 Each field carries its documentation in ``metadata["doc"]``, so the defaults, the checks
-and the commented default file (:func:`default_config_toml`) live in one place. ``docs/configuration.md`` is the reference for users.
+and the commented default file (:func:`default_config_toml`) live in one place;
+``docs/configuration.md`` is the reference for users.
 
 Backends keep their own settings in ``[backends.<name>]`` tables. The core does not know
 their keys: :attr:`Config.backends` holds them raw and a backend structures its table into
@@ -194,7 +195,7 @@ def _listen_address(instance: Any, attribute: attrs.Attribute[Any], value: str) 
     host, sep, port = value.rpartition(":")
     bad = (
         not sep
-        or not port.isdigit()
+        or not (port.isascii() and port.isdigit())
         or int(port) > 65535
         or (":" in host and not (host.startswith("[") and host.endswith("]")))
     )
@@ -483,9 +484,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Path, _structure_path)
     converter.register_structure_hook_factory(attrs.has, _attrs_hook)
     converter.register_structure_hook_factory(is_mapping, _mapping_hook)
-    converter.register_structure_hook_factory(
-        lambda t: is_sequence(t) and t not in (str, bytes), _sequence_hook
-    )
+    converter.register_structure_hook_factory(is_sequence, _sequence_hook)
     return converter
 
 

@@ -242,8 +242,12 @@ def lifecycle(channel: grpc.Channel, pb: Any, grpc_mod: Any, version: str) -> di
         pb.ListImagesRequest(),
         lambda r: {"images": [image_fields(i) for i in r.images]},
     )
-    rec.step("remove_image_1", images.RemoveImage, pb.RemoveImageRequest(image=pb.ImageSpec(image=IMAGE)))
-    rec.step("remove_image_2", images.RemoveImage, pb.RemoveImageRequest(image=pb.ImageSpec(image=IMAGE)))
+    rec.step(
+        "remove_image_1", images.RemoveImage, pb.RemoveImageRequest(image=pb.ImageSpec(image=IMAGE))
+    )
+    rec.step(
+        "remove_image_2", images.RemoveImage, pb.RemoveImageRequest(image=pb.ImageSpec(image=IMAGE))
+    )
     rec.step(
         "image_status_removed",
         images.ImageStatus,
@@ -308,8 +312,12 @@ def lifecycle(channel: grpc.Channel, pb: Any, grpc_mod: Any, version: str) -> di
         pb.ListContainersRequest(filter=pb.ContainerFilter(pod_sandbox_id=id_c)),
         lambda r: {"ids": [c.id for c in r.containers]},
     )
-    rec.step("c_stop_1", runtime.StopContainer, pb.StopContainerRequest(container_id=cid, timeout=1))
-    rec.step("c_stop_2", runtime.StopContainer, pb.StopContainerRequest(container_id=cid, timeout=1))
+    rec.step(
+        "c_stop_1", runtime.StopContainer, pb.StopContainerRequest(container_id=cid, timeout=1)
+    )
+    rec.step(
+        "c_stop_2", runtime.StopContainer, pb.StopContainerRequest(container_id=cid, timeout=1)
+    )
     rec.step(
         "c_status_exited",
         runtime.ContainerStatus,

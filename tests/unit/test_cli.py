@@ -29,6 +29,7 @@ STOP_TIMEOUT = 15.0
 def criadapt_cli(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "criadapt", *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -95,7 +96,9 @@ class Serve:
                     + self.stderr()
                 )
             if time.monotonic() > deadline:
-                pytest.fail(f"criadapt serve did not answer within {START_TIMEOUT} s:\n" + self.stderr())
+                pytest.fail(
+                    f"criadapt serve did not answer within {START_TIMEOUT} s:\n" + self.stderr()
+                )
             time.sleep(0.1)
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
@@ -134,7 +137,11 @@ def test_console_script_matches_module() -> None:
     if not script.exists():
         pytest.skip("no criadapt console script next to the interpreter")
     result = subprocess.run(
-        [str(script), "version"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        [str(script), "version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"criadapt {criadapt.__version__}\n"
@@ -156,7 +163,11 @@ def test_backends_does_not_import_them() -> None:
         "assert not loaded, loaded\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
     )
     assert result.returncode == 0, result.stderr
 
@@ -267,10 +278,10 @@ def test_stale_socket_is_replaced(tmp_path: Path, sock_dir: Path) -> None:
     stale.bind(str(path))
     stale.close()
     assert stat.S_ISSOCK(path.lstat().st_mode)
-    stale_inode = path.lstat().st_ino
     with serving(tmp_path, path) as server:
+        # answering proves the stale file was replaced: bind() fails on an existing path
         server.wait_answering()
-        assert path.lstat().st_ino != stale_inode
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o660
         assert server.stop() == 0, server.stderr()
         assert not path.exists()
 
@@ -324,3 +335,24 @@ def test_invalid_listen_flag() -> None:
     result = criadapt_cli("serve", "--backend=fake", "--listen", "tcp://127.0.0.1:1234")
     assert result.returncode == 2, result.stderr
     assert "listen" in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: serve() runs check_backend() before criadapt_configure, so RPCs of "
+    "plugin objects a backend registers in criadapt_configure (the fake's FakeBackend) are "
+    "logged as unimplemented and escape the duplicate-implementation check",
+)
+def test_serve_does_not_log_answered_rpcs_as_unimplemented(tmp_path: Path, sock_dir: Path) -> None:
+    path = sock_dir / "cri.sock"
+    with serving(tmp_path, path, "--log-level", "info") as server:
+        server.wait_answering()  # Version is answered OK...
+        assert server.stop() == 0, server.stderr()
+    unimplemented: list[str] = []
+    for line in server.stderr().splitlines():
+        _, found, names = line.partition("does not implement (answer UNIMPLEMENTED): ")
+        if found:
+            unimplemented += [name.strip() for name in names.split(",")]
+    # ...so it must not be listed as unimplemented
+    assert "Version" not in unimplemented
+    assert "RunPodSandbox" not in unimplemented

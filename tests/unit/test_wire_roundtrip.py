@@ -34,7 +34,9 @@ def scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if field.type == F.TYPE_BOOL:
         return st.booleans()
     if field.type in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-        return st.floats(allow_nan=False, width=32 if field.type == F.TYPE_FLOAT else 64)
+        # -0.0 + 0.0 == 0.0: the converter (like proto3 zero values) does not keep -0.0's sign
+        width = 32 if field.type == F.TYPE_FLOAT else 64
+        return st.floats(allow_nan=False, width=width).map(lambda x: x + 0.0)
     if field.type == F.TYPE_ENUM:
         return st.sampled_from([v.number for v in field.enum_type.values])
     raise AssertionError(field.type)

@@ -119,6 +119,9 @@ def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | N
     try:
         pm.hook.criadapt_configure(config=config, pluginmanager=pm)
         configured = True
+        missing = check_backend(pm)  # after configure: backends register their objects there
+        if missing:
+            log.info("RPCs the backend does not answer (UNIMPLEMENTED): %s", ", ".join(missing))
         dispatcher.ready.set()
         info = pm.hook.criadapt_backend_info()
         if info is not None:
