@@ -184,7 +184,7 @@ def gen_models(fd: descriptor_pb2.FileDescriptorProto, rules: Any) -> str:
 
     out = [
         HEADER.format(proto=V1),
-        '"""CRI ``runtime.v1`` messages as attrs models (generated; rules in validators.py)."""\n\n',
+        '"""CRI ``runtime.v1`` messages as attrs models (generated from the proto)."""\n\n',
         "from __future__ import annotations\n\n",
         "import enum\n",
         "from collections.abc import Iterable, Mapping, Sequence\n",
@@ -407,7 +407,9 @@ def gen_client(fd: descriptor_pb2.FileDescriptorProto) -> str:
     return "".join(out)
 
 
-def gen_docs(fd: descriptor_pb2.FileDescriptorProto, alpha: descriptor_pb2.FileDescriptorProto) -> str:
+def gen_docs(
+    fd: descriptor_pb2.FileDescriptorProto, alpha: descriptor_pb2.FileDescriptorProto
+) -> str:
     comments = Comments(fd)
     alpha_rpcs = {(svc.name, m.name) for svc in alpha.service for m in svc.method}
     out = [

@@ -14,6 +14,10 @@ from criadapt.plugin import BackendNotFound, get_plugin_manager, installed_backe
 log = logging.getLogger("criadapt")
 
 
+class BackendLoadError(RuntimeError):
+    """An installed backend failed to import or register."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="criadapt", description="A Kubernetes CRI runtime (CRI v1 and v1alpha2)."
@@ -55,7 +59,15 @@ def _serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    pm = get_plugin_manager(config.backend)
+    try:
+        pm = get_plugin_manager(config.backend)
+    except BackendNotFound:
+        raise
+    except Exception as exc:  # a broken backend distribution: say so in one line
+        log.debug("loading backend %s failed", config.backend, exc_info=True)
+        raise BackendLoadError(
+            f"cannot load backend {config.backend!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     from criadapt.server import serve  # imported late: grpc start-up cost only for serve
 
     return serve(config, pm)
@@ -76,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "version":
             print(f"criadapt {criadapt.__version__}")
             return 0
-    except (ConfigError, BackendNotFound) as exc:
+    except (ConfigError, BackendNotFound, BackendLoadError) as exc:
         print(f"criadapt: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except OSError as exc:

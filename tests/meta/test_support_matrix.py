@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -49,8 +48,9 @@ def test_fake_streaming_rows_match_behaviour(name: str) -> None:
             call=CallContext(rpc="RunPodSandbox"),
         ).pod_sandbox_id
         request = {
-            "Exec": dict(container_id="x", cmd=["sh"], tty=False, stdin=False, stdout=True,
-                         stderr=False),
+            "Exec": dict(
+                container_id="x", cmd=["sh"], tty=False, stdin=False, stdout=True, stderr=False
+            ),
             "Attach": dict(container_id="x", tty=False, stdin=False, stdout=True, stderr=False),
             "PortForward": dict(pod_sandbox_id=pod, port=[80]),
         }[name]

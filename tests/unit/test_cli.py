@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -337,12 +338,6 @@ def test_invalid_listen_flag() -> None:
     assert "listen" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: serve() runs check_backend() before criadapt_configure, so RPCs of "
-    "plugin objects a backend registers in criadapt_configure (the fake's FakeBackend) are "
-    "logged as unimplemented and escape the duplicate-implementation check",
-)
 def test_serve_does_not_log_answered_rpcs_as_unimplemented(tmp_path: Path, sock_dir: Path) -> None:
     path = sock_dir / "cri.sock"
     with serving(tmp_path, path, "--log-level", "info") as server:
@@ -356,3 +351,33 @@ def test_serve_does_not_log_answered_rpcs_as_unimplemented(tmp_path: Path, sock_
     # ...so it must not be listed as unimplemented
     assert "Version" not in unimplemented
     assert "RunPodSandbox" not in unimplemented
+
+
+def test_backend_that_fails_to_import_is_one_line(tmp_path: Path) -> None:
+    info = tmp_path / "criadapt_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: criadapt_broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[criadapt.backends]\nbroken = broken_backend\n")
+    (tmp_path / "broken_backend.py").write_text("import no_such_module_anywhere\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "criadapt",
+            "serve",
+            "--backend=broken",
+            "--listen",
+            f"unix://{tmp_path}/s.sock",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot load backend 'broken'" in lines[0]
+    assert "no_such_module_anywhere" in lines[0]

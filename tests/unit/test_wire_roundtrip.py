@@ -1,4 +1,4 @@
-"""Hypothesis round-trips over every CRI message: protobuf ⇄ model, both directions, both versions."""
+"""Hypothesis round-trips over every CRI message: protobuf ⇄ model, both ways, both versions."""
 
 from __future__ import annotations
 

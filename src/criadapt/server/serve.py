@@ -98,14 +98,7 @@ def create_server(
 
 def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set); return the process exit code."""
-    missing = check_backend(pm)
-    if missing:
-        log.info(
-            "RPCs the backend does not implement (answer UNIMPLEMENTED): %s", ", ".join(missing)
-        )
     stop = stop or threading.Event()
-    server, path, dispatcher = create_server(config.listen, pm)
-    log.info("criadapt listening on unix://%s (CRI v1 and v1alpha2)", path)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -113,15 +106,28 @@ def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | N
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
+        # before the socket exists, so that an early SIGTERM still stops cleanly
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, on_signal)
+    for folder in (config.root, config.state):
+        Path(folder).mkdir(mode=0o711, parents=True, exist_ok=True)
+    try:
+        server, path, dispatcher = create_server(config.listen, pm)
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
+    log.info("criadapt listening on unix://%s (CRI v1 and v1alpha2)", path)
     configured = False
     try:
         pm.hook.criadapt_configure(config=config, pluginmanager=pm)
         configured = True
         missing = check_backend(pm)  # after configure: backends register their objects there
         if missing:
-            log.info("RPCs the backend does not answer (UNIMPLEMENTED): %s", ", ".join(missing))
+            log.info(
+                "RPCs the backend does not implement (answer UNIMPLEMENTED): %s",
+                ", ".join(missing),
+            )
         dispatcher.ready.set()
         info = pm.hook.criadapt_backend_info()
         if info is not None:

@@ -90,7 +90,7 @@ from criadapt import models as m
 from criadapt.client import Client
 from criadapt.config import Config, ConfigError, load_config, loads_config
 from criadapt.errors import CriError, NotFound
-from criadapt.plugin import get_plugin_manager, installed_backends
+from criadapt.plugin import check_backend, get_plugin_manager, installed_backends
 from criadapt.server.serve import create_server
 from criadapt.server.servicer import Dispatcher
 from criadapt.testing.contract.helpers import (
@@ -223,6 +223,8 @@ class CriServer:
     socket_path: Path
     #: what the backend said about itself
     info: m.BackendInfo
+    #: the RPCs no plugin answers (they answer ``UNIMPLEMENTED``)
+    unimplemented: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -260,11 +262,14 @@ def cri_server(
         },
     )
     pm = get_plugin_manager(backend)
+    for folder in (config.root, config.state):  # as serve() does
+        Path(folder).mkdir(mode=0o711, parents=True, exist_ok=True)
     server, socket_path, dispatcher = create_server(config.listen, pm)
     configured = False
     try:
         pm.hook.criadapt_configure(config=config, pluginmanager=pm)
         configured = True
+        unimplemented = check_backend(pm)  # after configure, where backends register objects
         dispatcher.ready.set()
         info = pm.hook.criadapt_backend_info() or m.BackendInfo(name=backend, version="")
         yield CriServer(
@@ -274,6 +279,7 @@ def cri_server(
             dispatcher=dispatcher,
             socket_path=socket_path,
             info=info,
+            unimplemented=tuple(unimplemented),
         )
     finally:
         dispatcher.ready.clear()

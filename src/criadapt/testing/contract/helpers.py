@@ -173,7 +173,11 @@ def assert_subset(expected: Mapping[str, str], actual: Mapping[str, str], what: 
 
 
 def wait_for(
-    condition: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+    condition: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
 ) -> T:
     """Call ``condition`` until it returns something truthy, and return that; fail after
     ``timeout`` seconds with ``what`` in the message."""

@@ -56,7 +56,9 @@ def test_state_machine(cri: Client, container_factory: ContainerFactory) -> None
     assert stopped.created_at == created.created_at
     assert stopped.started_at == running.started_at
     assert stopped.finished_at >= stopped.started_at
-    assert stopped.exit_code != 0, "a container killed by StopContainer(timeout=0) reports exit code 0"
+    assert stopped.exit_code != 0, (
+        "a container killed by StopContainer(timeout=0) reports exit code 0"
+    )
     assert stopped.reason, "an exited container must say why (Completed, Error, OOMKilled...)"
 
 
@@ -109,9 +111,7 @@ def test_verbose_status(cri: Client, container_factory: ContainerFactory) -> Non
     assert response.status.id == container.id
 
 
-def test_status_after_remove_is_not_found(
-    cri: Client, container_factory: ContainerFactory
-) -> None:
+def test_status_after_remove_is_not_found(cri: Client, container_factory: ContainerFactory) -> None:
     container = container_factory()
     cri.remove_container(container_id=container.id)
     with pytest.raises(NotFound):

@@ -37,7 +37,7 @@ def running(container_factory: ContainerFactory) -> Container:
 
 
 def test_run_without_config(cri_endpoint: str) -> None:
-    assert_invalid(cri_endpoint, "RunPodSandbox", m.RunPodSandboxRequest(), "config")
+    assert_invalid(cri_endpoint, "RunPodSandbox", unchecked(m.RunPodSandboxRequest), "config")
 
 
 def test_run_without_metadata(cri_endpoint: str, sandbox_factory: SandboxFactory) -> None:
@@ -76,7 +76,7 @@ def test_run_with_invalid_label_key(
     "rpc", ["StopPodSandbox", "RemovePodSandbox", "PodSandboxStatus", "PortForward"]
 )
 def test_empty_sandbox_id(cri_endpoint: str, rpc: str) -> None:
-    request = unchecked(BY_NAME[rpc].request, pod_sandbox_id="")
+    request: Any = unchecked(BY_NAME[rpc].request, pod_sandbox_id="")
     assert_invalid(cri_endpoint, rpc, request, "pod_sandbox_id")
 
 
@@ -102,7 +102,7 @@ def test_empty_container_id(cri_endpoint: str, rpc: str) -> None:
         fields["cmd"] = ("echo",)
     if rpc in ("Exec", "Attach"):
         fields["stdout"] = True
-    request = unchecked(BY_NAME[rpc].request, **fields)
+    request: Any = unchecked(BY_NAME[rpc].request, **fields)
     assert_invalid(cri_endpoint, rpc, request, "container_id")
 
 
@@ -215,7 +215,7 @@ def test_tty_with_stderr(cri_endpoint: str, running: Container, rpc: str) -> Non
     fields: dict[str, Any] = {"container_id": running.id, "tty": True, "stdout": True}
     if rpc == "Exec":
         fields["cmd"] = ("sh",)
-    request = unchecked(BY_NAME[rpc].request, **fields, stderr=True)
+    request: Any = unchecked(BY_NAME[rpc].request, **fields, stderr=True)
     assert_invalid(cri_endpoint, rpc, request, "tty", "stderr")
 
 
@@ -224,7 +224,7 @@ def test_no_stream(cri_endpoint: str, running: Container, rpc: str) -> None:
     fields: dict[str, Any] = {"container_id": running.id}
     if rpc == "Exec":
         fields["cmd"] = ("sh",)
-    request = unchecked(BY_NAME[rpc].request, **fields)
+    request: Any = unchecked(BY_NAME[rpc].request, **fields)
     assert_invalid(cri_endpoint, rpc, request, "stdin", "stdout", "stderr")
 
 
@@ -234,7 +234,7 @@ def test_no_stream(cri_endpoint: str, running: Container, rpc: str) -> None:
 @pytest.mark.parametrize("rpc", ["PullImage", "ImageStatus", "RemoveImage"])
 def test_image_rpcs_without_image(cri_endpoint: str, rpc: str) -> None:
     assert_invalid(cri_endpoint, rpc, unchecked(BY_NAME[rpc].request), "image")
-    empty = unchecked(BY_NAME[rpc].request, image=m.ImageSpec(image=""))
+    empty: Any = unchecked(BY_NAME[rpc].request, image=m.ImageSpec(image=""))
     assert_invalid(cri_endpoint, rpc, empty, "image")
 
 

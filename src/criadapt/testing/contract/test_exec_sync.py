@@ -32,9 +32,7 @@ def test_stderr_and_exit_code(cri: Client, container_factory: ContainerFactory) 
     assert response.exit_code == 3
 
 
-def test_failing_command_is_not_an_error(
-    cri: Client, container_factory: ContainerFactory
-) -> None:
+def test_failing_command_is_not_an_error(cri: Client, container_factory: ContainerFactory) -> None:
     container = container_factory(start=True)
     response = cri.exec_sync(container_id=container.id, cmd=["sh", "-c", "exit 42"])
     assert response.exit_code == 42
@@ -86,9 +84,7 @@ def test_timeout_is_deadline_exceeded(cri: Client, container_factory: ContainerF
     assert took < 15, f"ExecSync(timeout=1) returned after {took:.1f}s"
 
 
-def test_command_finishing_within_timeout(
-    cri: Client, container_factory: ContainerFactory
-) -> None:
+def test_command_finishing_within_timeout(cri: Client, container_factory: ContainerFactory) -> None:
     container = container_factory(start=True)
     response = cri.exec_sync(container_id=container.id, cmd=["echo", "quick"], timeout=30)
     assert (response.stdout, response.exit_code) == (b"quick\n", 0)

@@ -119,9 +119,7 @@ def test_filters_are_anded(
     assert listed_ids(cri, id=container.id, label_selector={"run": "other"}) == []
 
 
-def test_removed_container_is_not_listed(
-    cri: Client, container_factory: ContainerFactory
-) -> None:
+def test_removed_container_is_not_listed(cri: Client, container_factory: ContainerFactory) -> None:
     container = container_factory()
     cri.remove_container(container_id=container.id)
     assert container.id not in [c.id for c in cri.list_containers().containers]
