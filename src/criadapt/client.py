@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from criadapt._client_methods import ClientMethods
-from criadapt.errors import CriError
+from criadapt.errors import CriError, Unimplemented
 from criadapt.models import VersionRequest
 from criadapt.rpcs import BY_NAME
 from criadapt.server.errors import error_of
@@ -101,7 +101,7 @@ class Client(ClientMethods):
         spec = BY_NAME[rpc]
         version = self.api_version
         if version not in spec.versions:
-            raise CriError(f"{rpc} does not exist in CRI {version}")
+            raise Unimplemented(f"{rpc} does not exist in CRI {version}")
         method = self._unary(version, spec.service, rpc)
         try:
             reply = method(encode(request), timeout=self.timeout)
@@ -113,7 +113,7 @@ class Client(ClientMethods):
         spec = BY_NAME[rpc]
         version = self.api_version
         if version not in spec.versions:
-            raise CriError(f"{rpc} does not exist in CRI {version}")
+            raise Unimplemented(f"{rpc} does not exist in CRI {version}")
         method = self._channel.unary_stream(method_path(version, spec.service, rpc))
         replies = method(encode(request))
         try:

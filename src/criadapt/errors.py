@@ -90,6 +90,12 @@ class Internal(CriError):
     code = "INTERNAL"
 
 
+class DataLoss(CriError):
+    """Content did not verify (a blob whose digest or size differs from what was announced)."""
+
+    code = "DATA_LOSS"
+
+
 class Aborted(CriError):
     """The operation was aborted, typically by a concurrent conflicting operation."""
 
@@ -111,6 +117,7 @@ ERRORS: dict[str, type[CriError]] = {
         Unavailable,
         Unimplemented,
         Internal,
+        DataLoss,
         Aborted,
     )
 }

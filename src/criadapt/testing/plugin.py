@@ -325,12 +325,8 @@ class PulledImage:
 
     #: the reference as given with ``--criadapt-image``
     name: str
-    #: ``PullImageResponse.image_ref``
+    #: ``PullImageResponse.image_ref`` (containers are created from it, as kubelet does)
     image_ref: str
-
-    def spec(self) -> m.ImageSpec:
-        """The ``ImageSpec`` kubelet sends for it: the resolved ref, and the name as written."""
-        return m.ImageSpec(image=self.image_ref, user_specified_image=self.name)
 
 
 @pytest.fixture(scope="session")
