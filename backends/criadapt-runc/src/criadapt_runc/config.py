@@ -1,0 +1,32 @@
+"""The ``[backends.runc]`` configuration table."""
+
+from __future__ import annotations
+
+import attrs
+
+from criadapt.config import Config, backend_section
+
+
+def _non_negative(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative")
+
+
+@attrs.frozen(kw_only=True)
+class RuncConfig:
+    """Keys of ``[backends.runc]`` (all optional)."""
+
+    #: a transfer that delivers no bytes for this many seconds is cancelled (slow but moving
+    #: transfers never are)
+    pull_stall_timeout: float = attrs.field(default=60.0, validator=_non_negative)
+    #: how many layers are fetched and unpacked at once during a pull
+    pull_parallelism: int = 3
+    #: images reported as pinned (never garbage-collected by kubelet), by reference
+    pinned_images: tuple[str, ...] = ()
+
+
+def runc_config(config: Config | None) -> RuncConfig:
+    """The runc table of ``config`` (defaults when absent)."""
+    if config is None:
+        return RuncConfig()
+    return backend_section(config, "runc", RuncConfig)
