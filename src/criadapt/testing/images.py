@@ -46,7 +46,14 @@ import attrs
 __all__ = [
     "BUSYBOX_APPLETS",
     "DEFAULT_PATH",
+    "DOCKER_CONFIG",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
     "FIXED_MTIME",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Artifact",
     "FileSpec",
     "Image",
     "ImageIndex",
@@ -67,9 +74,7 @@ __all__ = [
 
 Compression: TypeAlias = Literal["gzip", "zstd", "none"]
 Media: TypeAlias = Literal["oci", "docker"]
-Named: TypeAlias = (
-    "Mapping[str, Image | ImageIndex] | Iterable[tuple[str | None, Image | ImageIndex]]"
-)
+Named: TypeAlias = "Mapping[str, Artifact] | Iterable[tuple[str | None, Artifact]]"
 
 #: mtime of every tar entry and ``created`` of every config (2000-01-01T00:00:00Z).
 FIXED_MTIME = 946684800
@@ -392,8 +397,37 @@ class Layer:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
+class Artifact:
+    """What a tag can name: an :class:`Image` or an :class:`ImageIndex`."""
+
+    __slots__ = ()
+
+    manifest: bytes
+    media_type: str
+
+    @property
+    def digest(self) -> str:
+        """The manifest digest."""
+        return sha256_digest(self.manifest)
+
+    @property
+    def size(self) -> int:
+        """Size of the manifest (as in a descriptor)."""
+        return len(self.manifest)
+
+    @property
+    def manifest_json(self) -> dict[str, Any]:
+        """The parsed manifest."""
+        result: dict[str, Any] = json.loads(self.manifest)
+        return result
+
+    def descriptor(self) -> dict[str, Any]:
+        """The manifest's descriptor."""
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
 @attrs.frozen
-class Image:
+class Image(Artifact):
     """An image as a registry stores it: layer blobs, config JSON and manifest JSON.
 
     ``config`` and ``manifest`` are the exact bytes to push; :attr:`digest` is the manifest
@@ -411,11 +445,6 @@ class Image:
     variant: str | None = None
 
     @property
-    def digest(self) -> str:
-        """The manifest digest."""
-        return sha256_digest(self.manifest)
-
-    @property
     def config_digest(self) -> str:
         """The config digest, i.e. the image id."""
         return sha256_digest(self.config)
@@ -424,11 +453,6 @@ class Image:
     def id(self) -> str:
         """Same as :attr:`config_digest`."""
         return self.config_digest
-
-    @property
-    def size(self) -> int:
-        """Size of the manifest (as in a descriptor)."""
-        return len(self.manifest)
 
     @property
     def total_size(self) -> int:
@@ -443,12 +467,6 @@ class Image:
     def config_json(self) -> dict[str, Any]:
         """The parsed config."""
         result: dict[str, Any] = json.loads(self.config)
-        return result
-
-    @property
-    def manifest_json(self) -> dict[str, Any]:
-        """The parsed manifest."""
-        result: dict[str, Any] = json.loads(self.manifest)
         return result
 
     @property
@@ -477,25 +495,12 @@ class Image:
 
 
 @attrs.frozen
-class ImageIndex:
+class ImageIndex(Artifact):
     """An OCI image index or Docker manifest list of :class:`Image` s (see :func:`build_index`)."""
 
     images: tuple[Image, ...]
     manifest: bytes = attrs.field(repr=False)
     media_type: str
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.manifest)
-
-    @property
-    def size(self) -> int:
-        return len(self.manifest)
-
-    @property
-    def manifest_json(self) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.manifest)
-        return result
 
     def for_platform(self, architecture: str, os: str = "linux") -> Image:
         """The image for *architecture* / *os*; :class:`KeyError` if there is none."""
@@ -503,9 +508,6 @@ class ImageIndex:
             if image.architecture == architecture and image.os == os:
                 return image
         raise KeyError(f"{os}/{architecture}")
-
-    def descriptor(self) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 _LIST_KEYS = ("Volumes", "ExposedPorts")
@@ -667,7 +669,7 @@ def big_image(
 # Archives
 
 
-def _named(images_with_names: Named) -> list[tuple[str | None, Image | ImageIndex]]:
+def _named(images_with_names: Named) -> list[tuple[str | None, Artifact]]:
     if isinstance(images_with_names, Mapping):
         return list(images_with_names.items())
     return list(images_with_names)
@@ -687,8 +689,10 @@ def _oci_entries(images_with_names: Named) -> dict[str, bytes]:
             blobs[item.digest] = item.manifest
             for child in item.images:
                 add_image(child)
-        else:
+        elif isinstance(item, Image):
             add_image(item)
+        else:
+            raise TypeError(f"not an Image or ImageIndex: {item!r}")
         descriptor = item.descriptor()
         if name:
             descriptor["annotations"] = {"org.opencontainers.image.ref.name": name}

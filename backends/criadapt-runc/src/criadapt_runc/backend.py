@@ -48,8 +48,9 @@ class RuncBackend(ImageService):
         removed = store.gc()
         if any(removed.values()):
             log.info("image store clean-up at start: %s", removed)
-        puller = Puller(store, registry_client(config, self.options),
-                        parallelism=self.options.pull_parallelism)
+        puller = Puller(
+            store, registry_client(config, self.options), parallelism=self.options.pull_parallelism
+        )
         super().__init__(store, puller, self.options.pinned_images)
         with self._live_lock:
             self._live.append(self)

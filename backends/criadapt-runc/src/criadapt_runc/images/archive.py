@@ -44,7 +44,8 @@ class _Archive:
         try:
             self.tar = tarfile.open(path)  # noqa: SIM115 - closed by import_archive
         except (OSError, tarfile.TarError) as exc:
-            raise InvalidArgument(f"{path}: not a readable tar archive: {exc}") from exc
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InvalidArgument(f"{path}: not a readable tar archive ({reason})") from exc
         self.members = {
             str(PurePosixPath("/", m.name))[1:]: m for m in self.tar.getmembers() if m.isfile()
         }
@@ -129,7 +130,8 @@ def _select_platform(index: dict[str, Any], digest: str) -> dict[str, Any]:
     if not candidates:
         raise NotFound(f"index {digest} has no image for {host.os}/{host.architecture}")
     exact = [d for d in candidates if (d.get("platform") or {}).get("variant", "") == host.variant]
-    return (exact or candidates)[0]
+    chosen: dict[str, Any] = (exact or candidates)[0]
+    return chosen
 
 
 def _import_manifest(
@@ -187,7 +189,7 @@ def _import_docker(store: ImageStore, archive: _Archive) -> Iterator[StoredImage
         config = archive.read(config_name)
         config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
         store.ingest_bytes(config_digest, config)
-        layer_descriptors = []
+        layer_descriptors: list[dict[str, Any]] = []
         for layer_name in entry.get("Layers", []):
             hasher = hashlib.sha256()
             with archive.open(layer_name) as stream:
@@ -197,12 +199,18 @@ def _import_docker(store: ImageStore, archive: _Archive) -> Iterator[StoredImage
             size = archive.size(layer_name)
             with archive.open(layer_name) as stream:
                 store.ingest_file(digest, size, stream)
-            layer_descriptors.append({"mediaType": DOCKER_LAYER_TAR, "size": size, "digest": digest})
+            layer_descriptors.append(
+                {"mediaType": DOCKER_LAYER_TAR, "size": size, "digest": digest}
+            )
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
                 "mediaType": DOCKER_MANIFEST,
-                "config": {"mediaType": DOCKER_CONFIG, "size": len(config), "digest": config_digest},
+                "config": {
+                    "mediaType": DOCKER_CONFIG,
+                    "size": len(config),
+                    "digest": config_digest,
+                },
                 "layers": layer_descriptors,
             },
             separators=(",", ":"),
@@ -212,7 +220,9 @@ def _import_docker(store: ImageStore, archive: _Archive) -> Iterator[StoredImage
         diff_ids = image_layers(config, len(layer_descriptors), config_name)
         chain = chain_ids(diff_ids)
         for i, layer in enumerate(layer_descriptors):
-            store.ensure_snapshot(chain[i], chain[i - 1] if i else None, diff_ids[i], layer["digest"])
+            store.ensure_snapshot(
+                chain[i], chain[i - 1] if i else None, diff_ids[i], layer["digest"]
+            )
         names = [(str(parse_reference(tag)), "tag") for tag in entry.get("RepoTags") or []]
         yield store.commit_image(
             image_id=config_digest,

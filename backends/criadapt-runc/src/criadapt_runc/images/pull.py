@@ -35,9 +35,7 @@ def image_layers(config: bytes, layer_count: int, what: str) -> list[str]:
 class Puller:
     """Pulls images from registries into an :class:`ImageStore`."""
 
-    def __init__(
-        self, store: ImageStore, client: RegistryClient, *, parallelism: int = 3
-    ) -> None:
+    def __init__(self, store: ImageStore, client: RegistryClient, *, parallelism: int = 3) -> None:
         self.store = store
         self.client = client
         self.parallelism = max(1, parallelism)
@@ -87,7 +85,11 @@ class Puller:
         )
         log.info(
             "pulled %s as %s (%d layers, %d fetched) in %.3f s",
-            ref, image.id[:19], len(chain), len(todo), time.monotonic() - started,
+            ref,
+            image.id[:19],
+            len(chain),
+            len(todo),
+            time.monotonic() - started,
         )
         return image
 

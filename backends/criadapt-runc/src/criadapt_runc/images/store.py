@@ -80,13 +80,20 @@ CREATE TABLE IF NOT EXISTS leases (
 
 def sha256_hex(digest: str) -> str:
     algorithm, _, encoded = digest.partition(":")
-    if algorithm != "sha256" or len(encoded) != 64 or not all(c in "0123456789abcdef" for c in encoded):
+    if (
+        algorithm != "sha256"
+        or len(encoded) != 64
+        or not all(c in "0123456789abcdef" for c in encoded)
+    ):
         raise InvalidArgument(f"unsupported digest {digest!r} (only sha256 is)")
     return encoded
 
 
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
-    """OCI chain ids: ChainID(L0) = DiffID(L0); ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))."""
+    """OCI chain ids: ChainID(L0) = DiffID(L0), ChainID(Ln) = sha256(ChainID(Ln-1) DiffID(Ln)).
+
+    (The two are joined by one space before hashing.)
+    """
     chain: list[str] = []
     for diff_id in diff_ids:
         if not chain:
@@ -142,8 +149,7 @@ class ImageStore:
         for folder in (self.blob_dir, self.snapshot_dir, self.ingest_dir, self.lock_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._local = threading.local()
-        with self._transaction() as db:
-            db.executescript(SCHEMA)
+        self._db().executescript(SCHEMA)  # idempotent; executescript manages its own commit
 
     # -- database ---------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -252,9 +258,9 @@ class ImageStore:
         return self.snapshot_dir / sha256_hex(chain_id)
 
     def has_snapshot(self, chain_id: str) -> bool:
-        row = self._db().execute(
-            "SELECT 1 FROM snapshots WHERE chain_id = ?", (chain_id,)
-        ).fetchone()
+        row = (
+            self._db().execute("SELECT 1 FROM snapshots WHERE chain_id = ?", (chain_id,)).fetchone()
+        )
         return row is not None and self.snapshot_path(chain_id).is_dir()
 
     def ensure_snapshot(
@@ -289,7 +295,10 @@ class ImageStore:
                 )
             log.info(
                 "unpacked %s (%d bytes, %d inodes) in %.2f s",
-                layer_digest[:19], result.size, result.inodes, time.monotonic() - started,
+                layer_digest[:19],
+                result.size,
+                result.inodes,
+                time.monotonic() - started,
             )
 
     def snapshot_dirs(self, image: StoredImage) -> list[Path]:
@@ -368,7 +377,9 @@ class ImageStore:
         return self.lookup_reference(parse_reference(text))
 
     def lookup_reference(self, ref: Reference) -> StoredImage | None:
-        row = self._db().execute("SELECT image_id FROM names WHERE name = ?", (str(ref),)).fetchone()
+        row = (
+            self._db().execute("SELECT image_id FROM names WHERE name = ?", (str(ref),)).fetchone()
+        )
         return self.get(row[0]) if row else None
 
     def remove(self, image_id: str) -> bool:
