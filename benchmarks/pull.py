@@ -42,6 +42,14 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def skopeo_umoci(ref: str, layout: Path, bundle: Path) -> None:
+    """The reference: copy the image into an OCI layout, unpack it into a bundle."""
+    copy = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}"]
+    subprocess.run([*copy, f"oci:{layout}:latest"], check=True)
+    unpack = ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)]
+    subprocess.run(unpack, check=True, stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=float, default=50)
@@ -76,25 +84,7 @@ def main() -> None:
             layout = base / f"oci-{run}"
             bundle = base / f"bundle-{run}"
 
-            def skopeo_umoci() -> None:
-                subprocess.run(
-                    [
-                        "skopeo",
-                        "copy",
-                        "--quiet",
-                        "--src-tls-verify=false",
-                        f"docker://{ref}",
-                        f"oci:{layout}:latest",
-                    ],  # fmt: skip
-                    check=True,
-                )
-                subprocess.run(
-                    ["umoci", "unpack", "--image", f"{layout}:latest", str(bundle)],
-                    check=True,
-                    stdout=subprocess.DEVNULL,  # fmt: skip
-                )
-
-            reference.append(timed(skopeo_umoci))
+            reference.append(timed(lambda: skopeo_umoci(ref, layout, bundle)))  # noqa: B023
             shutil.rmtree(layout, ignore_errors=True)
             shutil.rmtree(bundle, ignore_errors=True)
 

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from criadapt_runc.testing import RuncServer
 
 from criadapt.client import Client
+from criadapt_runc.testing import RuncServer
 
 pytest_plugins = ["criadapt.testing.registry"]
 

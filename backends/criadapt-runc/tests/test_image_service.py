@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from criadapt_runc.testing import RuncServer
 
 from criadapt import errors
 from criadapt import models as m
@@ -31,6 +30,7 @@ from criadapt.testing.images import (
     write_oci_layout,
 )
 from criadapt.testing.registry import Fault, FaultProxy, Registry, TokenAuthProxy
+from criadapt_runc.testing import RuncServer
 
 SPEC = m.ImageSpec
 

@@ -17,16 +17,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from criadapt_runc.images import registry as registry_mod
-from criadapt_runc.images.registry import (
-    MEDIA_TYPE_DOCKER_MANIFEST,
-    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-    MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_MANIFEST,
-    Platform,
-    RegistryClient,
-    ResolvedImage,
-)
 
 from criadapt.errors import (
     DataLoss,
@@ -40,6 +30,16 @@ from criadapt.errors import (
 )
 from criadapt.images import parse_reference
 from criadapt.models import AuthConfig
+from criadapt_runc.images import registry as registry_mod
+from criadapt_runc.images.registry import (
+    MEDIA_TYPE_DOCKER_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST_LIST,
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_MANIFEST,
+    Platform,
+    RegistryClient,
+    ResolvedImage,
+)
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
