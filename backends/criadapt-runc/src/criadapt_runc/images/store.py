@@ -37,9 +37,16 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from criadapt.errors import DataLoss, InvalidArgument, NotFound
+from criadapt.errors import (
+    CriError,
+    DataLoss,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from criadapt.images import Reference, is_image_id, parse_reference
-from criadapt_runc.images.unpack import unpack_layer
+from criadapt_runc.images.unpack import LayerError, UnpackResult, unpack_layer
 
 log = logging.getLogger("criadapt.runc.images")
 
@@ -125,6 +132,21 @@ class StoredImage:
         """The ``config`` object of the image config (Entrypoint, Cmd, Env, User, ...)."""
         value = self.config_json.get("config") or {}
         return value if isinstance(value, dict) else {}
+
+
+def _disk_errors(exc: OSError, what: str) -> CriError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"{what}: no space left in the image store")
+    return Internal(f"{what}: {exc.strerror or exc}")
+
+
+def _unpack(blob: Path, dest: Path, digest: str) -> UnpackResult:
+    try:
+        return unpack_layer(blob, dest)
+    except LayerError as exc:
+        raise DataLoss(f"layer {digest} cannot be unpacked: {exc}") from exc
+    except OSError as exc:
+        raise _disk_errors(exc, f"unpacking layer {digest}") from exc
 
 
 def _pid_alive(pid: int) -> bool:
@@ -224,10 +246,13 @@ class ImageStore:
                 return target
             partial = self.ingest_dir / f"{os.getpid()}-{os.urandom(6).hex()}"
             try:
-                with open(partial, "wb") as out:
-                    write(out)
-                    out.flush()
-                    os.fsync(out.fileno())
+                try:
+                    with open(partial, "wb") as out:
+                        write(out)
+                        out.flush()
+                        os.fsync(out.fileno())
+                except OSError as exc:
+                    raise _disk_errors(exc, f"storing blob {digest}") from exc
                 self._verify_file(partial, digest, size)
                 os.replace(partial, target)
             finally:
@@ -276,7 +301,7 @@ class ImageStore:
             temp = self.snapshot_dir / f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
             started = time.monotonic()
             try:
-                result = unpack_layer(self.blob_path(layer_digest), temp)
+                result = _unpack(self.blob_path(layer_digest), temp, layer_digest)
                 if result.diff_id != diff_id:
                     raise DataLoss(
                         f"layer {layer_digest} unpacks to {result.diff_id}, "

@@ -35,6 +35,7 @@ import errno
 import hashlib
 import os
 import queue
+import re
 import shutil
 import stat
 import struct
@@ -65,6 +66,7 @@ _TAR_BUFSIZE = 16 * 1024  # tarfile's stream buffer; small keeps its per-header 
 _TAR_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s")  # ustar, 500 bytes
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
 _USTAR_MAGIC = b"ustar\x00"
+_PAX_TIME = re.compile(r"(-?)([0-9]+)(?:\.([0-9]*))?")
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -453,10 +455,12 @@ def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
 
 def _pax_ns(value: str) -> int:
     """Exact nanoseconds of a PAX time value (``[-]seconds[.fraction]``)."""
-    negative = value.startswith("-")
-    seconds, _, fraction = value.lstrip("-").partition(".")
-    ns = int(seconds or "0") * 1_000_000_000 + int((fraction + "000000000")[:9])
-    return -ns if negative else ns
+    match = _PAX_TIME.fullmatch(value)
+    if match is None:
+        raise LayerError(f"invalid PAX time {value!r}")
+    sign, seconds, fraction = match.groups(default="")
+    ns = int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+    return -ns if sign else ns
 
 
 def _times(member: tarfile.TarInfo) -> tuple[int, int]:
@@ -742,7 +746,10 @@ class _Applier:
 
     def _setxattr(self, target: int | str, key: str, value: bytes) -> None:
         try:
-            os.setxattr(target, key, value, follow_symlinks=False)
+            if isinstance(target, int):
+                os.setxattr(target, key, value)
+            else:
+                os.setxattr(target, key, value, follow_symlinks=False)
         except OSError as exc:
             if key == "security.selinux" and exc.errno in _IGNORED_SELINUX_ERRNOS:
                 return
