@@ -15,6 +15,7 @@ from criadapt_runc.images.pull import Puller
 from criadapt_runc.images.registry import RegistryClient
 from criadapt_runc.images.service import ImageService
 from criadapt_runc.images.store import ImageStore
+from criadapt_runc.runtime import RuntimeService
 
 log = logging.getLogger("criadapt.runc")
 
@@ -35,7 +36,7 @@ def registry_client(config: Config, options: RuncConfig) -> RegistryClient:
     )
 
 
-class RuncBackend(ImageService):
+class RuncBackend(ImageService, RuntimeService):
     """The ``runc`` backend; registered as a plugin object by ``criadapt_configure``."""
 
     _live: ClassVar[list[RuncBackend]] = []
@@ -51,7 +52,8 @@ class RuncBackend(ImageService):
         puller = Puller(
             store, registry_client(config, self.options), parallelism=self.options.pull_parallelism
         )
-        super().__init__(store, puller, self.options.pinned_images)
+        ImageService.__init__(self, store, puller, self.options.pinned_images)
+        self.init_runtime(config, self.options, store)
         with self._live_lock:
             self._live.append(self)
 
@@ -60,6 +62,7 @@ class RuncBackend(ImageService):
         with cls._live_lock:
             for backend in [b for b in cls._live if b.config is config]:
                 backend.store.close()
+                backend.pins.close()
                 cls._live.remove(backend)
 
     @hookimpl
@@ -70,26 +73,4 @@ class RuncBackend(ImageService):
             version=KUBELET_API_VERSION,
             runtime_name="criadapt-runc",
             runtime_version=__version__.replace(".dev", "-dev"),
-        )
-
-    @hookimpl
-    def criadapt_status(self, verbose: bool) -> m.StatusResponse:
-        # Pods and containers arrive with the next issue: the runtime is not ready to run them.
-        return m.StatusResponse(
-            status=m.RuntimeStatus(
-                conditions=[
-                    m.RuntimeCondition(
-                        type="RuntimeReady",
-                        status=False,
-                        reason="ContainersNotSupported",
-                        message="the runc backend serves images only in this release",
-                    ),
-                    m.RuntimeCondition(
-                        type="NetworkReady",
-                        status=False,
-                        reason="NetworkPluginNotReady",
-                        message="CNI support is not implemented yet",
-                    ),
-                ]
-            )
         )

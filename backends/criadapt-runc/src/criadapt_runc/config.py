@@ -23,6 +23,16 @@ class RuncConfig:
     pull_parallelism: int = 3
     #: images reported as pinned (never garbage-collected by kubelet), by reference
     pinned_images: tuple[str, ...] = ()
+    #: OCI runtimes by handler name (``RunPodSandboxRequest.runtime_handler``) → binary
+    #: (a handler whose binary is missing is not offered; crun runs through a wrapper that
+    #: makes crun 1.8 work on hybrid cgroup hosts)
+    runtimes: dict[str, str] = attrs.Factory(
+        lambda: {"runc": "/usr/sbin/runc", "crun": "/usr/bin/crun"}
+    )
+    #: the handler used when a pod asks for none ("")
+    default_runtime: str = "runc"
+    #: the conmon binary that monitors every container
+    conmon: str = "/usr/bin/conmon"
 
 
 def runc_config(config: Config | None) -> RuncConfig:

@@ -124,6 +124,11 @@ class NamespacePins:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(folder)
 
+    def close(self) -> None:
+        """Undo our private bind mount of the folder when no pod has pins left in it."""
+        if not self.known_pods() and is_mountpoint(self.folder):
+            subprocess.run(["umount", str(self.folder)], check=False, capture_output=True)
+
     def pinned(self, path: str) -> bool:
         return is_mountpoint(Path(path))
 

@@ -40,7 +40,9 @@ def criadapt_backend_info() -> m.BackendInfo:
         version=criadapt_runc.__version__,
         runtime_name="criadapt-runc",
         runtime_version=criadapt_runc.__version__.replace(".dev", "-dev"),
-        capabilities=frozenset({"image_fs_info"}),
+        capabilities=frozenset(
+            {"image_fs_info", "exec_sync", "exec_sync_timeout", "process_exit", "runtime_config"}
+        ),
     )
 
 

@@ -166,6 +166,10 @@ def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return dict(value or {})
 
 
+def _names(value: Iterable[str] | None) -> frozenset[str]:
+    return frozenset(value or ())
+
+
 @attrs.frozen(kw_only=True)
 class SandboxInfo:
     """What a sandbox gives its containers.
@@ -178,7 +182,7 @@ class SandboxInfo:
 
     id: str
     namespaces: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_map)
-    host_namespaces: frozenset[str] = attrs.field(factory=frozenset, converter=frozenset)
+    host_namespaces: frozenset[str] = attrs.field(factory=frozenset, converter=_names)
     hostname: str = ""
     #: container path → host file, bind-mounted ("/etc/hosts", "/etc/resolv.conf",
     #: "/etc/hostname"; "/dev/shm" for the pod's shared shm).

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX = Path("/bin/busybox")
+#: a static init (Debian's catatonit): forwards signals to its child and reaps orphans
+CATATONIT = Path("/usr/bin/catatonit")
 
 #: applets linked into every test rootfs
 APPLETS: tuple[str, ...] = (
@@ -33,13 +35,23 @@ APPLETS: tuple[str, ...] = (
     "yes",
     "dd",
     "wc",
+    "touch",
+    "tail",
+    "tr",
+    "stty",
+    "test",
+    "[",
 )
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def make_rootfs(rootfs: Path, *, applets: Iterable[str] = APPLETS) -> Path:
-    """Create a busybox-static rootfs at ``rootfs`` (parents created); returns ``rootfs``."""
+    """Create a busybox-static rootfs at ``rootfs`` (parents created); returns ``rootfs``.
+
+    ``/bin/catatonit`` is there too when the host has it (a container init for tests that
+    signal containers: PID 1 of a PID namespace ignores signals it has no handler for).
+    """
     if not BUSYBOX.is_file():
         raise FileNotFoundError(f"{BUSYBOX} is missing (Debian package busybox-static)")
     bin_dir = rootfs / "bin"
@@ -49,6 +61,8 @@ def make_rootfs(rootfs: Path, *, applets: Iterable[str] = APPLETS) -> Path:
         link = bin_dir / applet
         if not link.is_symlink() and not link.exists():
             link.symlink_to("busybox")
+    if CATATONIT.is_file():
+        shutil.copy2(CATATONIT, bin_dir / "catatonit")
     for name in ("proc", "sys", "dev", "tmp", "etc", "root"):
         (rootfs / name).mkdir(exist_ok=True)
     (rootfs / "tmp").chmod(0o1777)

@@ -1,0 +1,1026 @@
+"""The RuntimeService of the runc backend: pod sandboxes and containers.
+
+Pods have no infra process unless they share a PID namespace: their network, IPC and UTS
+namespaces are pinned files (:mod:`criadapt_runc.namespaces`), configured by CNI
+(:mod:`criadapt.cni`). Containers run on runc (or another OCI runtime) under conmon
+(:mod:`criadapt_runc.oci`), which keeps their stdio, writes the CRI log and records the exit
+code, and outlives criadapt: a restart finds every container again.
+
+Locking: ``_lock`` guards only the in-memory tables and is never held across slow work, so
+List and Status calls never wait behind a stop with a long grace period or a pull. Slow work
+on one object holds that object's own lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from criadapt import hookimpl
+from criadapt import models as m
+from criadapt.cni import CniManager, PortMapping
+from criadapt.config import Config
+from criadapt.errors import (
+    AlreadyExists,
+    CriError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
+from criadapt_runc.config import RuncConfig
+from criadapt_runc.images.store import ImageStore, StoredImage
+from criadapt_runc.namespaces import NamespacePins
+from criadapt_runc.oci import Oci, OciRuntime
+from criadapt_runc.records import CREATED, ContainerRecord, RecordDir, SandboxRecord
+from criadapt_runc.spec import HostFacts, ImageInfo, SandboxInfo, build_spec
+
+log = logging.getLogger("criadapt.runc")
+
+READY = int(m.PodSandboxState.SANDBOX_READY)
+NOTREADY = int(m.PodSandboxState.SANDBOX_NOTREADY)
+C_CREATED = int(m.ContainerState.CONTAINER_CREATED)
+C_RUNNING = int(m.ContainerState.CONTAINER_RUNNING)
+C_EXITED = int(m.ContainerState.CONTAINER_EXITED)
+C_UNKNOWN = int(m.ContainerState.CONTAINER_UNKNOWN)
+
+DEFAULT_RESOLV = "/etc/resolv.conf"
+HOSTS_HEADER = (
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.chmod(temp, mode)
+    os.replace(temp, path)
+
+
+def _matches_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def _resolve_prefix(wanted: str, ids: Sequence[str]) -> list[str]:
+    """An exact id, or the one id a prefix matches (containerd's truncindex behaviour)."""
+    if wanted in ids:
+        return [wanted]
+    matches = [i for i in ids if i.startswith(wanted)]
+    return matches if len(matches) == 1 else []
+
+
+class _Locks:
+    """One lock per object id, created on demand."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.RLock())
+        with lock:
+            yield
+
+    def forget(self, key: str) -> None:
+        with self._guard:
+            self._locks.pop(key, None)
+
+
+class RuntimeService:
+    """Hooks of every pod and container RPC of the runc backend."""
+
+    store: ImageStore
+
+    def init_runtime(self, config: Config, options: RuncConfig, store: ImageStore) -> None:
+        self.config = config
+        self.options = options
+        self.store = store
+        self.root = Path(config.root) / "runc"
+        self.state_dir = Path(config.state) / "runc"
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+        self.pins = NamespacePins(self.state_dir / "ns")
+        self.cni = CniManager(
+            Path(config.cni.conf_dir),
+            [Path(p) for p in config.cni.bin_dirs],
+            cache_dir=self.root / "cni-cache",
+        )
+        self.runtimes = self._runtimes(options)
+        self._ocis: dict[str, Oci] = {}
+        self.pod_records = RecordDir(self.root / "pods", SandboxRecord)
+        self.ctr_records = RecordDir(self.root / "containers", ContainerRecord)
+        self.host = HostFacts.detect()
+        self._lock = threading.Lock()
+        self._pods: dict[str, SandboxRecord] = {}
+        self._ctrs: dict[str, ContainerRecord] = {}
+        self._names: dict[str, str] = {}
+        self._object_locks = _Locks()
+        self.pod_cidr = ""
+        self.recover()
+
+    # -- runtimes ---------------------------------------------------------------------------
+    def _runtimes(self, options: RuncConfig) -> dict[str, OciRuntime]:
+        found: dict[str, OciRuntime] = {}
+        for name, path in options.runtimes.items():
+            if not shutil.which(path):
+                log.warning("runtime handler %s: %s not found; handler not offered", name, path)
+                continue
+            root = self.state_dir / f"{name}-root"
+            if Path(path).name == "crun":
+                wrapper = self.state_dir / f"{name}-wrapper"
+                found[name] = OciRuntime.crun(root, wrapper=wrapper, crun=path)
+            else:
+                found[name] = OciRuntime(name=name, path=path, root=root)
+        return found
+
+    def oci(self, handler: str) -> Oci:
+        name = handler or self.options.default_runtime
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            known = ", ".join(sorted(self.runtimes)) or "none"
+            raise InvalidArgument(f"unknown runtime handler {handler!r} (configured: {known})")
+        oci = self._ocis.get(name)
+        if oci is None:
+            oci = Oci(
+                runtime, conmon=self.options.conmon, state_dir=self.state_dir / "conmon" / name
+            )
+            self._ocis[name] = oci
+        return oci
+
+    # -- recovery ---------------------------------------------------------------------------
+    def recover(self) -> None:
+        """Load records; roll back half-made objects; refresh container states."""
+        for pod in self.pod_records.load_all():
+            if pod.phase != CREATED:
+                log.warning("rolling back sandbox %s left half-created", pod.id[:12])
+                self._rollback_pod(pod)
+                continue
+            self._pods[pod.id] = pod
+            self._names[pod.name_key] = pod.id
+        for ctr in self.ctr_records.load_all():
+            if ctr.phase != CREATED or ctr.sandbox_id not in self._pods:
+                log.warning("rolling back container %s left half-created", ctr.id[:12])
+                self._destroy_container(ctr)
+                continue
+            self._ctrs[ctr.id] = ctr
+            self._names[ctr.name_key] = ctr.id
+            self._refresh(ctr)
+        for pod in self._pods.values():
+            if pod.state == READY and any(
+                not self.pins.pinned(path) for path in pod.namespaces.values()
+            ):
+                log.warning("sandbox %s lost its namespaces (host reboot?)", pod.id[:12])
+                pod.state = NOTREADY
+                self.pod_records.save(pod)
+        known_pods = set(self._pods)
+        for orphan in self.pins.known_pods():
+            if orphan not in known_pods:
+                self.pins.remove(orphan)
+        log.info("recovered %d sandboxes and %d containers", len(self._pods), len(self._ctrs))
+
+    def _refresh(self, ctr: ContainerRecord) -> None:
+        """Bring a RUNNING/CREATED container's state up to date from its exit file."""
+        if ctr.state not in (C_RUNNING, C_CREATED):
+            return
+        oci = self.oci(ctr.runtime)
+        code = oci.exit_code(ctr.id)
+        if code is None:
+            if oci.state(ctr.id) is None:
+                # the runtime no longer knows it and no exit was recorded (host reboot)
+                self._mark_exited(ctr, 255, "Unknown", "container state was lost")
+            return
+        if ctr.state == C_CREATED and not ctr.started_at:
+            self._mark_exited(ctr, code, "Error", "the container exited before it started")
+            return
+        self._mark_exited(ctr, code, "Completed" if code == 0 else "Error", "")
+
+    def _mark_exited(self, ctr: ContainerRecord, code: int, reason: str, message: str) -> None:
+        ctr.state = C_EXITED
+        ctr.exit_code = code
+        ctr.reason = reason
+        ctr.message = message
+        ctr.finished_at = ctr.finished_at or self._exit_time(ctr) or now_ns()
+        self.ctr_records.save(ctr)
+
+    def _exit_time(self, ctr: ContainerRecord) -> int:
+        path = self.oci(ctr.runtime).exit_file(ctr.id)
+        try:
+            return path.stat().st_mtime_ns
+        except (FileNotFoundError, AttributeError):
+            return 0
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _pod(self, pod_id: str) -> SandboxRecord:
+        with self._lock:
+            pod = self._pods.get(pod_id)
+        if pod is None:
+            raise NotFound(f"pod sandbox {pod_id} not found")
+        return pod
+
+    def _ctr(self, container_id: str) -> ContainerRecord:
+        with self._lock:
+            ctr = self._ctrs.get(container_id)
+        if ctr is None:
+            raise NotFound(f"container {container_id} not found")
+        return ctr
+
+    def _reserve(self, key: str, object_id: str, what: str) -> None:
+        with self._lock:
+            holder = self._names.get(key)
+            if holder is not None:
+                raise AlreadyExists(f"{what} name {key!r} is reserved by {holder}")
+            self._names[key] = object_id
+
+    def _release(self, key: str, object_id: str) -> None:
+        with self._lock:
+            if self._names.get(key) == object_id:
+                del self._names[key]
+
+    def _pod_dir(self, pod_id: str) -> Path:
+        return self.state_dir / "pods" / pod_id
+
+    def _ctr_state_dir(self, container_id: str) -> Path:
+        return self.state_dir / "containers" / container_id
+
+    def _ctr_root_dir(self, container_id: str) -> Path:
+        return self.root / "containers" / container_id
+
+    # ========================================================================================
+    # Sandboxes
+    # ========================================================================================
+    @hookimpl
+    def criadapt_run_pod_sandbox(
+        self, config: m.PodSandboxConfig, runtime_handler: str
+    ) -> m.RunPodSandboxResponse:
+        self.oci(runtime_handler)  # validates the handler
+        assert config.metadata is not None
+        md = config.metadata
+        pod_id = new_id()
+        key = f"{md.name}_{md.namespace}_{md.uid}_{md.attempt}"
+        self._reserve(key, pod_id, "sandbox")
+        linux = config.linux or m.LinuxPodSandboxConfig()
+        sc = linux.security_context or m.LinuxSandboxSecurityContext()
+        ns = sc.namespace_options or m.NamespaceOption()
+        pod = SandboxRecord(
+            id=pod_id,
+            name_key=key,
+            config_pb=SandboxRecord.pack(config),
+            runtime_handler=runtime_handler,
+            created_at=now_ns(),
+            host_network=ns.network == m.NamespaceMode.NODE,
+            host_ipc=ns.ipc == m.NamespaceMode.NODE,
+            host_pid=ns.pid == m.NamespaceMode.NODE,
+            cgroup_parent=linux.cgroup_parent,
+        )
+        try:
+            if ns.pid == m.NamespaceMode.POD:
+                raise Unimplemented(
+                    "pods sharing one PID namespace (shareProcessNamespace) are not supported yet"
+                )
+            self.pod_records.save(pod)  # phase "creating": rolled back if we die from here on
+            with self._object_locks.hold(pod_id):
+                self._setup_pod(pod, config)
+                pod.phase = CREATED
+                pod.state = READY
+                self.pod_records.save(pod)
+        except BaseException:
+            self._rollback_pod(pod)
+            raise
+        with self._lock:
+            self._pods[pod_id] = pod
+        log.info(
+            "sandbox %s (%s/%s) ready, ip %s",
+            pod_id[:12],
+            md.namespace,
+            md.name,
+            ",".join(pod.ips) or "host",
+        )
+        return m.RunPodSandboxResponse(pod_sandbox_id=pod_id)
+
+    def _setup_pod(self, pod: SandboxRecord, config: m.PodSandboxConfig) -> None:
+        folder = self._pod_dir(pod.id)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o711)
+        pod.files_dir = str(folder)
+        linux = config.linux or m.LinuxPodSandboxConfig()
+        kinds = set()
+        if not pod.host_network:
+            kinds |= {"network", "uts"}
+        if not pod.host_ipc:
+            kinds.add("ipc")
+        hostname = config.hostname or (self.host.hostname if pod.host_network else "")
+        pod.namespaces = self.pins.create(pod.id, kinds, hostname=hostname, sysctls=linux.sysctls)
+        _write(folder / "hostname", f"{hostname}\n")
+        _write(folder / "resolv.conf", self._resolv_conf(config.dns_config, pod.host_network))
+        _write(folder / "hosts", self._hosts(pod.host_network))
+        if config.log_directory:
+            Path(config.log_directory).mkdir(parents=True, exist_ok=True, mode=0o755)
+        if not pod.host_network:
+            ready, reason, message = self.cni.status()
+            if not ready:
+                raise FailedPrecondition(f"network not ready: {reason}: {message}")
+            md = config.metadata
+            assert md is not None
+            attachment = self.cni.setup(
+                container_id=pod.id,
+                netns=pod.namespaces["network"],
+                pod_name=md.name,
+                pod_namespace=md.namespace,
+                pod_uid=md.uid,
+                port_mappings=[
+                    PortMapping(
+                        host_port=p.host_port,
+                        container_port=p.container_port,
+                        protocol=m.Protocol(p.protocol).name.lower(),
+                        host_ip=p.host_ip,
+                    )
+                    for p in config.port_mappings
+                ],
+                dns=self._cni_dns(config.dns_config),
+                cgroup_path=pod.cgroup_parent,
+                annotations=config.annotations,
+            )
+            pod.network_attached = True
+            pod.ips = list(attachment.ips)
+            # the pod's own name resolves to its IP (kubelet may mount its own hosts file)
+            if pod.ips and hostname:
+                _write(folder / "hosts", self._hosts(False) + f"{pod.ips[0]}\t{hostname}\n")
+
+    @staticmethod
+    def _resolv_conf(dns: m.DNSConfig | None, host_network: bool) -> str:
+        if dns is None or not (dns.servers or dns.searches or dns.options):
+            try:
+                return Path(DEFAULT_RESOLV).read_text()
+            except OSError:
+                return ""
+        lines = [f"nameserver {server}" for server in dns.servers]
+        if dns.searches:
+            lines.append("search " + " ".join(dns.searches))
+        if dns.options:
+            lines.append("options " + " ".join(dns.options))
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _hosts(host_network: bool) -> str:
+        if host_network:
+            try:
+                return Path("/etc/hosts").read_text()
+            except OSError:
+                return HOSTS_HEADER
+        return HOSTS_HEADER
+
+    @staticmethod
+    def _cni_dns(dns: m.DNSConfig | None) -> dict[str, Any] | None:
+        if dns is None:
+            return None
+        return {
+            "servers": list(dns.servers),
+            "searches": list(dns.searches),
+            "options": list(dns.options),
+        }
+
+    def _teardown_network(self, pod: SandboxRecord, config: m.PodSandboxConfig | None) -> None:
+        if not pod.network_attached:
+            return
+        md = config.metadata if config is not None else None
+        self.cni.teardown(
+            container_id=pod.id,
+            netns=pod.namespaces.get("network"),
+            pod_name=md.name if md else "",
+            pod_namespace=md.namespace if md else "",
+            pod_uid=md.uid if md else "",
+        )
+        pod.network_attached = False
+        pod.ips = []
+
+    def _rollback_pod(self, pod: SandboxRecord) -> None:
+        """Undo whatever exists of a sandbox (idempotent, best effort, logs failures)."""
+        try:
+            config: m.PodSandboxConfig | None = pod.config
+        except CriError:
+            config = None
+        if pod.network_attached or pod.phase != CREATED:
+            try:
+                pod.network_attached = True  # a half-made pod may have attached: DEL anyway
+                self._teardown_network(pod, config)
+            except CriError as exc:
+                log.warning("CNI DEL of sandbox %s failed: %s", pod.id[:12], exc)
+        self.pins.remove(pod.id)
+        shutil.rmtree(self._pod_dir(pod.id), ignore_errors=True)
+        self.pod_records.delete(pod.id)
+        self._release(pod.name_key, pod.id)
+        with self._lock:
+            self._pods.pop(pod.id, None)
+
+    @hookimpl
+    def criadapt_stop_pod_sandbox(self, pod_sandbox_id: str) -> m.StopPodSandboxResponse:
+        with self._lock:
+            pod = self._pods.get(pod_sandbox_id)
+        if pod is None:
+            return m.StopPodSandboxResponse()
+        for ctr in self._containers_of(pod.id):
+            self._stop_container(ctr, 0)
+        with self._object_locks.hold(pod.id):
+            self._teardown_network(pod, pod.config)
+            self.pins.remove(pod.id)
+            pod.namespaces = {}
+            if pod.state != NOTREADY or pod.network_attached:
+                pod.state = NOTREADY
+            self.pod_records.save(pod)
+        return m.StopPodSandboxResponse()
+
+    @hookimpl
+    def criadapt_remove_pod_sandbox(self, pod_sandbox_id: str) -> m.RemovePodSandboxResponse:
+        with self._lock:
+            pod = self._pods.get(pod_sandbox_id)
+        if pod is None:
+            return m.RemovePodSandboxResponse()
+        self.criadapt_stop_pod_sandbox(pod_sandbox_id)
+        for ctr in self._containers_of(pod.id):
+            self._remove_container(ctr)
+        with self._object_locks.hold(pod.id):
+            self._rollback_pod(pod)
+        self._object_locks.forget(pod.id)
+        log.info("sandbox %s removed", pod.id[:12])
+        return m.RemovePodSandboxResponse()
+
+    def _containers_of(self, pod_id: str) -> list[ContainerRecord]:
+        with self._lock:
+            return [c for c in self._ctrs.values() if c.sandbox_id == pod_id]
+
+    def _sandbox_status(self, pod: SandboxRecord) -> m.PodSandboxStatus:
+        config = pod.config
+        linux = config.linux or m.LinuxPodSandboxConfig()
+        sc = linux.security_context or m.LinuxSandboxSecurityContext()
+        network = None
+        if pod.ips:
+            network = m.PodSandboxNetworkStatus(
+                ip=pod.ips[0], additional_ips=[m.PodIP(ip=ip) for ip in pod.ips[1:]]
+            )
+        elif not pod.host_network:
+            network = m.PodSandboxNetworkStatus()
+        return m.PodSandboxStatus(
+            id=pod.id,
+            metadata=config.metadata,
+            state=m.PodSandboxState(pod.state),
+            created_at=pod.created_at,
+            network=network,
+            linux=m.LinuxPodSandboxStatus(
+                namespaces=m.Namespace(options=sc.namespace_options or m.NamespaceOption())
+            ),
+            labels=config.labels,
+            annotations=config.annotations,
+            runtime_handler=pod.runtime_handler,
+        )
+
+    @hookimpl
+    def criadapt_pod_sandbox_status(
+        self, pod_sandbox_id: str, verbose: bool
+    ) -> m.PodSandboxStatusResponse:
+        pod = self._pod(pod_sandbox_id)
+        info = {}
+        if verbose:
+            info["info"] = json.dumps(
+                {
+                    "namespaces": pod.namespaces,
+                    "hostNetwork": pod.host_network,
+                    "runtimeHandler": pod.runtime_handler,
+                    "cgroupParent": pod.cgroup_parent,
+                    "files": pod.files_dir,
+                    "cniNetwork": (self.cni.network() or ("", {}))[0],
+                }
+            )
+        return m.PodSandboxStatusResponse(
+            status=self._sandbox_status(pod), info=info, timestamp=now_ns()
+        )
+
+    @hookimpl
+    def criadapt_list_pod_sandbox(
+        self, filter: m.PodSandboxFilter | None
+    ) -> m.ListPodSandboxResponse:
+        with self._lock:
+            pods = list(self._pods.values())
+        if filter is not None:
+            if filter.id:
+                wanted = set(_resolve_prefix(filter.id, [p.id for p in pods]))
+                pods = [p for p in pods if p.id in wanted]
+            if filter.state is not None:
+                pods = [p for p in pods if p.state == filter.state.state]
+        items = []
+        for pod in pods:
+            config = pod.config
+            if filter is not None and not _matches_labels(config.labels, filter.label_selector):
+                continue
+            items.append(
+                m.PodSandbox(
+                    id=pod.id,
+                    metadata=config.metadata,
+                    state=m.PodSandboxState(pod.state),
+                    created_at=pod.created_at,
+                    labels=config.labels,
+                    annotations=config.annotations,
+                    runtime_handler=pod.runtime_handler,
+                )
+            )
+        return m.ListPodSandboxResponse(items=items)
+
+    # ========================================================================================
+    # Containers
+    # ========================================================================================
+    @hookimpl
+    def criadapt_create_container(
+        self,
+        pod_sandbox_id: str,
+        config: m.ContainerConfig,
+        sandbox_config: m.PodSandboxConfig | None,
+    ) -> m.CreateContainerResponse:
+        pod = self._pod(pod_sandbox_id)
+        if pod.state != READY:
+            raise FailedPrecondition(f"pod sandbox {pod_sandbox_id} is not ready")
+        assert config.metadata is not None and config.image is not None
+        image = self.store.lookup(config.image.image)
+        if image is None:
+            raise NotFound(f"image {config.image.image!r} not found; pull it first")
+        ctr_id = new_id()
+        key = f"{pod.id}/{config.metadata.name}_{config.metadata.attempt}"
+        self._reserve(key, ctr_id, "container")
+        ctr = ContainerRecord(
+            id=ctr_id,
+            sandbox_id=pod.id,
+            name_key=key,
+            config_pb=ContainerRecord.pack(config),
+            image_ref=config.image.image,
+            image_id=image.id,
+            image_digest_ref=image.repo_digests[0] if image.repo_digests else image.id,
+            created_at=now_ns(),
+            runtime=pod.runtime_handler or self.options.default_runtime,
+        )
+        pod_config = pod.config
+        if config.log_path and pod_config.log_directory:
+            ctr.log_path = str(Path(pod_config.log_directory) / config.log_path)
+        try:
+            self.ctr_records.save(ctr)
+            with self._object_locks.hold(ctr_id):
+                self._create_container(ctr, pod, pod_config, config, image)
+                ctr.phase = CREATED
+                ctr.state = C_CREATED
+                self.ctr_records.save(ctr)
+        except BaseException:
+            self._destroy_container(ctr)
+            raise
+        with self._lock:
+            self._ctrs[ctr_id] = ctr
+        log.info(
+            "container %s (%s) created in sandbox %s",
+            ctr_id[:12],
+            config.metadata.name,
+            pod.id[:12],
+        )
+        return m.CreateContainerResponse(container_id=ctr_id)
+
+    def _create_container(
+        self,
+        ctr: ContainerRecord,
+        pod: SandboxRecord,
+        pod_config: m.PodSandboxConfig,
+        config: m.ContainerConfig,
+        image: StoredImage,
+    ) -> None:
+        bundle = self._ctr_state_dir(ctr.id)
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir(parents=True, mode=0o755)
+        ctr.bundle = str(bundle)
+        self.store.add_lease(ctr.id, image)
+        layer_root = self._ctr_root_dir(ctr.id)
+        (layer_root / "upper").mkdir(parents=True, exist_ok=True, mode=0o755)
+        (layer_root / "work").mkdir(exist_ok=True, mode=0o700)
+        self._mount_rootfs(ctr, image)
+        sandbox = SandboxInfo(
+            id=pod.id,
+            namespaces=pod.namespaces,
+            host_namespaces=frozenset(
+                kind
+                for kind, on in (
+                    ("network", pod.host_network),
+                    ("uts", pod.host_network),
+                    ("ipc", pod.host_ipc),
+                    ("pid", pod.host_pid),
+                )
+                if on
+            ),
+            hostname=(Path(pod.files_dir) / "hostname").read_text().strip(),
+            etc_files={
+                "/etc/hosts": str(Path(pod.files_dir) / "hosts"),
+                "/etc/resolv.conf": str(Path(pod.files_dir) / "resolv.conf"),
+                "/etc/hostname": str(Path(pod.files_dir) / "hostname"),
+            },
+            cgroup_parent=pod.cgroup_parent,
+            sysctls=(pod_config.linux.sysctls if pod_config.linux else {}),
+            privileged=bool(
+                pod_config.linux
+                and pod_config.linux.security_context
+                and pod_config.linux.security_context.privileged
+            ),
+        )
+        assert config.metadata is not None
+        md = pod_config.metadata
+        annotations = {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": config.metadata.name,
+            "io.kubernetes.cri.sandbox-id": pod.id,
+            "io.kubernetes.cri.sandbox-name": md.name if md else "",
+            "io.kubernetes.cri.sandbox-namespace": md.namespace if md else "",
+            "io.kubernetes.cri.sandbox-uid": md.uid if md else "",
+            "io.kubernetes.cri.image-name": ctr.image_ref,
+        }
+        target = self._target_pid_ns(config)
+        spec = build_spec(
+            container_id=ctr.id,
+            config=config,
+            sandbox=sandbox,
+            image=ImageInfo(config=image.runtime_config),
+            rootfs=rootfs,
+            annotations=annotations,
+            target_pid_ns=target,
+            host=self.host,
+        )
+        _write(bundle / "config.json", json.dumps(spec), 0o600)
+        if ctr.log_path:
+            Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self.oci(ctr.runtime).create(
+            ctr.id,
+            bundle,
+            log_path=Path(ctr.log_path) if ctr.log_path else None,
+            terminal=config.tty,
+            stdin=config.stdin,
+            stdin_once=config.stdin_once,
+        )
+
+    def _target_pid_ns(self, config: m.ContainerConfig) -> str | None:
+        linux = config.linux or m.LinuxContainerConfig()
+        sc = linux.security_context or m.LinuxContainerSecurityContext()
+        ns = sc.namespace_options or m.NamespaceOption()
+        if ns.pid != m.NamespaceMode.TARGET:
+            return None
+        target = self._ctr(ns.target_id) if ns.target_id else None
+        if target is None:
+            raise InvalidArgument("pid namespace mode TARGET needs target_id")
+        state = self.oci(target.runtime).state(target.id)
+        pid = int((state or {}).get("pid") or 0)
+        if not pid:
+            raise FailedPrecondition(f"target container {ns.target_id} is not running")
+        return f"/proc/{pid}/ns/pid"
+
+    def _mount_rootfs(self, ctr: ContainerRecord, image: StoredImage) -> None:
+        rootfs = Path(ctr.bundle) / "rootfs"
+        if _is_mounted(rootfs):
+            return
+        layers = self.store.snapshot_dirs(image)
+        layer_root = self._ctr_root_dir(ctr.id)
+        options = (
+            f"lowerdir={':'.join(str(p) for p in reversed(layers))},"
+            f"upperdir={layer_root / 'upper'},workdir={layer_root / 'work'}"
+        )
+        if len(layers) == 0:
+            raise FailedPrecondition(f"image {image.id} has no layers")
+        result = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise FailedPrecondition(f"cannot mount the container rootfs: {result.stderr.strip()}")
+
+    def _destroy_container(self, ctr: ContainerRecord) -> None:
+        """Remove every trace of a container (idempotent, best effort)."""
+        try:
+            oci = self.oci(ctr.runtime)
+            oci.delete(ctr.id, force=True)
+        except CriError as exc:
+            log.warning("deleting container %s: %s", ctr.id[:12], exc)
+        rootfs = Path(ctr.bundle or self._ctr_state_dir(ctr.id)) / "rootfs"
+        if _is_mounted(rootfs):
+            subprocess.run(["umount", str(rootfs)], check=False, capture_output=True)
+            if _is_mounted(rootfs):
+                subprocess.run(["umount", "-l", str(rootfs)], check=False, capture_output=True)
+        shutil.rmtree(self._ctr_state_dir(ctr.id), ignore_errors=True)
+        shutil.rmtree(self._ctr_root_dir(ctr.id), ignore_errors=True)
+        self.store.remove_lease(ctr.id)
+        self.ctr_records.delete(ctr.id)
+        self._release(ctr.name_key, ctr.id)
+        with self._lock:
+            self._ctrs.pop(ctr.id, None)
+
+    @hookimpl
+    def criadapt_start_container(self, container_id: str) -> m.StartContainerResponse:
+        ctr = self._ctr(container_id)
+        with self._object_locks.hold(ctr.id):
+            self._refresh(ctr)
+            if ctr.state != C_CREATED:
+                state = m.ContainerState(ctr.state).name
+                raise FailedPrecondition(f"container {container_id} is {state}, not CREATED")
+            pod = self._pod(ctr.sandbox_id)
+            if pod.state != READY:
+                raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+            try:
+                self.oci(ctr.runtime).start(ctr.id)
+            except CriError as exc:
+                self._mark_exited(ctr, 128, "StartError", str(exc))
+                raise
+            ctr.started_at = now_ns()
+            ctr.state = C_RUNNING
+            self.ctr_records.save(ctr)
+            self._refresh(ctr)  # a command that exits at once
+        return m.StartContainerResponse()
+
+    def _stop_signal(self, ctr: ContainerRecord) -> int:
+        config = ctr.config
+        if config.stop_signal:
+            name = m.Signal(config.stop_signal).name
+            return int(getattr(signal, name, signal.SIGTERM))
+        image = self.store.get(ctr.image_id)
+        text = str((image.runtime_config.get("StopSignal") if image else "") or "")
+        if text:
+            name = text.upper() if text.upper().startswith("SIG") else f"SIG{text.upper()}"
+            if text.isdigit():
+                return int(text)
+            value = getattr(signal, name, None)
+            if isinstance(value, signal.Signals):
+                return int(value)
+        return int(signal.SIGTERM)
+
+    def _stop_container(self, ctr: ContainerRecord, timeout: int) -> None:
+        with self._object_locks.hold(ctr.id):
+            self._refresh(ctr)
+            if ctr.state == C_CREATED:
+                # never started: kill the held process so nothing lingers
+                oci = self.oci(ctr.runtime)
+                oci.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
+                oci.wait(ctr.id, 10)
+                self._mark_exited(
+                    ctr, oci.exit_code(ctr.id) or 137, "Error", "stopped before start"
+                )
+                return
+            if ctr.state != C_RUNNING:
+                return
+            oci = self.oci(ctr.runtime)
+            ctr.stopped_by_us = True
+            code: int | None = None
+            if timeout > 0:
+                oci.kill(ctr.id, self._stop_signal(ctr))
+                code = oci.wait(ctr.id, timeout)
+            if code is None:
+                oci.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
+                code = oci.wait(ctr.id, 30)
+            if code is None:
+                raise FailedPrecondition(f"container {ctr.id} did not stop after SIGKILL")
+            self._mark_exited(ctr, code, "Completed" if code == 0 else "Error", "")
+
+    @hookimpl
+    def criadapt_stop_container(self, container_id: str, timeout: int) -> m.StopContainerResponse:
+        with self._lock:
+            ctr = self._ctrs.get(container_id)
+        if ctr is not None:
+            self._stop_container(ctr, timeout)
+        return m.StopContainerResponse()
+
+    def _remove_container(self, ctr: ContainerRecord) -> None:
+        with self._object_locks.hold(ctr.id):
+            self._refresh(ctr)
+            if ctr.state in (C_RUNNING, C_CREATED):
+                oci = self.oci(ctr.runtime)
+                oci.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
+                oci.wait(ctr.id, 30)
+            image_gone = self.store.get(ctr.image_id) is None
+            self._destroy_container(ctr)
+        self._object_locks.forget(ctr.id)
+        if image_gone:
+            self.store.gc()  # the image was removed while in use: free its layers now
+
+    @hookimpl
+    def criadapt_remove_container(self, container_id: str) -> m.RemoveContainerResponse:
+        with self._lock:
+            ctr = self._ctrs.get(container_id)
+        if ctr is not None:
+            self._remove_container(ctr)
+        return m.RemoveContainerResponse()
+
+    def _container_status(self, ctr: ContainerRecord) -> m.ContainerStatus:
+        config = ctr.config
+        return m.ContainerStatus(
+            id=ctr.id,
+            metadata=config.metadata,
+            state=m.ContainerState(ctr.state),
+            created_at=ctr.created_at,
+            started_at=ctr.started_at,
+            finished_at=ctr.finished_at,
+            exit_code=ctr.exit_code,
+            image=m.ImageSpec(
+                image=ctr.image_ref, annotations=config.image.annotations if config.image else {}
+            ),
+            image_ref=ctr.image_digest_ref,
+            image_id=ctr.image_id,
+            reason=ctr.reason,
+            message=ctr.message,
+            labels=config.labels,
+            annotations=config.annotations,
+            mounts=config.mounts,
+            log_path=ctr.log_path,
+            resources=m.ContainerResources(
+                linux=ctr.resources or (config.linux.resources if config.linux else None)
+            ),
+        )
+
+    @hookimpl
+    def criadapt_container_status(
+        self, container_id: str, verbose: bool
+    ) -> m.ContainerStatusResponse:
+        ctr = self._ctr(container_id)
+        self._refresh_quick(ctr)
+        info = {}
+        if verbose:
+            state = self.oci(ctr.runtime).state(ctr.id) or {}
+            info["info"] = json.dumps(
+                {
+                    "pid": state.get("pid", 0),
+                    "bundle": ctr.bundle,
+                    "runtime": ctr.runtime,
+                    "sandboxID": ctr.sandbox_id,
+                }
+            )
+        return m.ContainerStatusResponse(status=self._container_status(ctr), info=info)
+
+    def _refresh_quick(self, ctr: ContainerRecord) -> None:
+        """A refresh that never waits behind a slow operation on the container."""
+        if (
+            ctr.state in (C_RUNNING, C_CREATED)
+            and self.oci(ctr.runtime).exit_code(ctr.id) is not None
+        ):
+            with self._object_locks.hold(ctr.id):
+                self._refresh(ctr)
+
+    @hookimpl
+    def criadapt_list_containers(
+        self, filter: m.ContainerFilter | None
+    ) -> m.ListContainersResponse:
+        with self._lock:
+            ctrs = list(self._ctrs.values())
+        for ctr in ctrs:
+            self._refresh_quick(ctr)
+        if filter is not None:
+            if filter.id:
+                wanted = set(_resolve_prefix(filter.id, [c.id for c in ctrs]))
+                ctrs = [c for c in ctrs if c.id in wanted]
+            if filter.pod_sandbox_id:
+                with self._lock:
+                    pod_ids = list(self._pods)
+                pods = set(_resolve_prefix(filter.pod_sandbox_id, pod_ids))
+                ctrs = [c for c in ctrs if c.sandbox_id in pods]
+            if filter.state is not None:
+                ctrs = [c for c in ctrs if c.state == filter.state.state]
+        items = []
+        for ctr in ctrs:
+            config = ctr.config
+            if filter is not None and not _matches_labels(config.labels, filter.label_selector):
+                continue
+            items.append(
+                m.Container(
+                    id=ctr.id,
+                    pod_sandbox_id=ctr.sandbox_id,
+                    metadata=config.metadata,
+                    image=m.ImageSpec(image=ctr.image_ref),
+                    image_ref=ctr.image_digest_ref,
+                    image_id=ctr.image_id,
+                    state=m.ContainerState(ctr.state),
+                    created_at=ctr.created_at,
+                    labels=config.labels,
+                    annotations=config.annotations,
+                )
+            )
+        return m.ListContainersResponse(containers=items)
+
+    # -- exec -------------------------------------------------------------------------------
+    def _running(self, container_id: str) -> ContainerRecord:
+        ctr = self._ctr(container_id)
+        self._refresh_quick(ctr)
+        if ctr.state != C_RUNNING:
+            state = m.ContainerState(ctr.state).name
+            raise FailedPrecondition(f"container {container_id} is {state}, not running")
+        return ctr
+
+    @hookimpl
+    def criadapt_exec_sync(
+        self, container_id: str, cmd: Sequence[str], timeout: int
+    ) -> m.ExecSyncResponse:
+        ctr = self._running(container_id)
+        spec = json.loads((Path(ctr.bundle) / "config.json").read_text())
+        process = dict(spec["process"])
+        process["args"] = list(cmd)
+        process["terminal"] = False
+        process.pop("consoleSize", None)
+        code, out, err = self.oci(ctr.runtime).exec_sync(
+            ctr.id, process, timeout=float(timeout) if timeout > 0 else None
+        )
+        return m.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
+
+    @hookimpl
+    def criadapt_exec(self, container_id: str) -> m.ExecResponse:
+        self._running(container_id)
+        raise Unimplemented("Exec needs the streaming server, which is not implemented yet")
+
+    @hookimpl
+    def criadapt_attach(self, container_id: str) -> m.AttachResponse:
+        self._running(container_id)
+        raise Unimplemented("Attach needs the streaming server, which is not implemented yet")
+
+    @hookimpl
+    def criadapt_port_forward(self, pod_sandbox_id: str) -> m.PortForwardResponse:
+        self._pod(pod_sandbox_id)
+        raise Unimplemented("PortForward needs the streaming server, not implemented yet")
+
+    # -- runtime ----------------------------------------------------------------------------
+    @hookimpl
+    def criadapt_status(self, verbose: bool) -> m.StatusResponse:
+        runtime = self.runtimes.get(self.options.default_runtime)
+        missing = [
+            path
+            for path in ([runtime.path] if runtime else []) + [self.options.conmon]
+            if not shutil.which(path)
+        ]
+        runtime_ready = m.RuntimeCondition(
+            type="RuntimeReady",
+            status=not missing and runtime is not None,
+            reason="" if not missing else "RuntimeBinaryMissing",
+            message="" if not missing else f"not found: {', '.join(missing)}",
+        )
+        ready, reason, message = self.cni.status()
+        network_ready = m.RuntimeCondition(
+            type="NetworkReady",
+            status=ready,
+            reason="" if ready else reason,
+            message="" if ready else message,
+        )
+        info = {}
+        if verbose:
+            info["config"] = json.dumps(
+                {
+                    "runtimes": {k: v.path for k, v in self.runtimes.items()},
+                    "defaultRuntime": self.options.default_runtime,
+                    "cniConfDir": str(self.config.cni.conf_dir),
+                    "root": str(self.root),
+                    "state": str(self.state_dir),
+                }
+            )
+        return m.StatusResponse(
+            status=m.RuntimeStatus(conditions=[runtime_ready, network_ready]),
+            info=info,
+            runtime_handlers=[
+                m.RuntimeHandler(name=name if name != self.options.default_runtime else "")
+                for name in sorted(self.runtimes)
+            ],
+        )
+
+    @hookimpl
+    def criadapt_update_runtime_config(
+        self, runtime_config: m.RuntimeConfig | None
+    ) -> m.UpdateRuntimeConfigResponse:
+        if runtime_config is not None and runtime_config.network_config is not None:
+            self.pod_cidr = runtime_config.network_config.pod_cidr
+        return m.UpdateRuntimeConfigResponse()
+
+    @hookimpl
+    def criadapt_runtime_config(self) -> m.RuntimeConfigResponse:
+        return m.RuntimeConfigResponse(
+            linux=m.LinuxRuntimeConfiguration(cgroup_driver=m.CgroupDriver.CGROUPFS)
+        )
+
+
+def _is_mounted(path: Path) -> bool:
+    text = str(path)
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as info:
+            return any(line.split()[4] == text for line in info)
+    except OSError:
+        return False
