@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -335,7 +335,8 @@ def test_unknown_container(lab: Lab) -> None:
     with pytest.raises(OciError) as info:
         oci.wait("nope", 1)
     assert info.value.code == "NOT_FOUND"
-    for call in (lambda: oci.start("nope"), lambda: oci.kill("nope")):
+    calls: list[Callable[[], None]] = [lambda: oci.start("nope"), lambda: oci.kill("nope")]
+    for call in calls:
         with pytest.raises(OciError) as info:
             call()
         assert info.value.code == "NOT_FOUND"

@@ -35,6 +35,7 @@ import select
 import selectors
 import shutil
 import signal as signals
+import socket
 import stat
 import subprocess
 import tempfile
@@ -297,14 +298,12 @@ def _runtime_message(raw: bytes | str) -> str:
     return "; ".join(messages) if messages else "; ".join(lines)
 
 
-def connect_attach(path: Path) -> Any:
+def connect_attach(path: Path) -> socket.socket:
     """Connect to a conmon attach socket (SOCK_SEQPACKET), however long its path is.
 
     conmon prefixes every packet it sends with the stream (2 stdout, 3 stderr); what is sent
     goes to the container's stdin. Returns a connected :class:`socket.socket`.
     """
-    import socket
-
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent = os.open(Path(path).parent, os.O_PATH)
     try:
