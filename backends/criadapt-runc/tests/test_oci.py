@@ -113,7 +113,7 @@ def container_processes(init_pid: int) -> list[str]:
             continue
         if pid_alive(int(name)):
             out.append(cmdline.replace(b"\0", b" ").decode().strip())
-    return out
+    return sorted(out)  # not by pid: pids wrap around
 
 
 class Lab:
@@ -180,6 +180,15 @@ class Lab:
         process: dict[str, Any] = bundle_config(args)["process"]
         return process
 
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is (still) one of ours: pids wrap around quickly on busy hosts."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return False
+        return str(self.base).encode() in cmdline or self.cgroup_parent in cgroups
+
     def cleanup_and_check(self) -> list[str]:
         problems = []
         for oci in self.ocis:
@@ -196,7 +205,7 @@ class Lab:
                 problems.append(f"files left: {leftovers}")
         for process in self.processes:
             for pid in (process.pid, process.conmon_pid):
-                if pid_alive(pid):
+                if pid_alive(pid) and self.owns(pid):
                     problems.append(f"process {pid} of {process.id} alive")
         deadline = time.monotonic() + 5
         while (procs := _processes_mentioning(str(self.base))) and time.monotonic() < deadline:

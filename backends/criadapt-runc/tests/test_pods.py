@@ -435,3 +435,22 @@ def assert_no_leaks(base: Path, *, serving: bool = False) -> None:
     for folder in ("pods", "containers"):
         records = base / "root" / "runc" / folder
         assert not records.exists() or list(records.iterdir()) == []
+
+
+def test_no_zombie_conmon_after_exit(
+    runc_server: Callable[..., RuncServer], busybox_ref: str, tmp_path: Path
+) -> None:
+    server = runc_server()
+    cri = server.client
+    assert cri is not None
+    cri.pull_image(image=m.ImageSpec(image=busybox_ref))
+    pconf = pod_config(tmp_path, "zombie")
+    pod = cri.run_pod_sandbox(config=pconf).pod_sandbox_id
+    cid = run(cri, pod, pconf, ctr_config("c", busybox_ref, ["true"]))
+    wait_exited(cri, cid)
+    process = server.pm.get_plugin("runc-backend").oci("").process(cid)
+    assert process is not None
+    time.sleep(2.5)  # the reaper sweeps every 2 s
+    stat = Path(f"/proc/{process.conmon_pid}/stat")
+    assert not stat.exists() or stat.read_bytes().split(b") ")[1][:1] != b"Z"
+    cri.remove_pod_sandbox(pod_sandbox_id=pod)

@@ -63,6 +63,7 @@ class RuncBackend(ImageService, RuntimeService):
             for backend in [b for b in cls._live if b.config is config]:
                 backend.store.close()
                 backend.pins.close()
+                backend.reaper.stop()
                 cls._live.remove(backend)
 
     @hookimpl

@@ -14,7 +14,7 @@ sees the containers an earlier one created:
     not us, is the init's parent: it is a child subreaper, double-forked so that it survives
     this process, and PID 1 on our hosts reports nobody's exit codes).
 ``state_dir/exec/``
-    transient process specs and pid files of :meth:`Oci.exec_sync`.
+    a transient directory per :meth:`Oci.exec_sync`: the process spec, the pid file.
 
 conmon also leaves ``attach`` (the attach socket; conmon removes it when it exits), ``ctl``
 and ``winsz`` (control fifos) in the bundle; :meth:`Oci.delete` removes them.
@@ -620,6 +620,9 @@ class Oci:
             return False
         if not argv or not os.path.basename(argv[0]).startswith(b"conmon"):
             return False
+        # ours (another state dir may have a container of that id) and of that container
+        if str(self.exits_dir).encode() not in argv:
+            return False
         wanted = container_id.encode()
         for index, arg in enumerate(argv[:-1]):
             if arg in (b"-c", b"--cid") and argv[index + 1] == wanted:
@@ -823,11 +826,24 @@ class Oci:
         self._check_binaries()
         spec = dict(process)
         spec["terminal"] = False  # conmon's passthrough mode refuses terminals
-        fd, name = tempfile.mkstemp(prefix=f"{container_id}.", suffix=".json", dir=self.exec_dir)
-        spec_path = Path(name)
-        pid_path = spec_path.with_suffix(".pid")
-        with os.fdopen(fd, "w") as out:
-            json.dump(spec, out)
+        # conmon's working dir (it creates ``oom`` there if the cgroup hits OOM meanwhile)
+        work = Path(tempfile.mkdtemp(prefix=f"{container_id}.", dir=self.exec_dir))
+        try:
+            return self._exec(container_id, spec, work, timeout, max_output)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _exec(
+        self,
+        container_id: str,
+        spec: Mapping[str, Any],
+        work: Path,
+        timeout: float | None,
+        max_output: int,
+    ) -> tuple[int, bytes, bytes]:
+        spec_path = work / "process.json"
+        pid_path = work / "pid"
+        spec_path.write_text(json.dumps(spec))
         args = [
             self.conmon,
             "--exec",
@@ -854,7 +870,7 @@ class Oci:
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     pass_fds=(write_end,),
-                    cwd=self.exec_dir,
+                    cwd=work,
                     env=self._env(_OCI_SYNCPIPE=str(write_end)),
                 )
             except OSError as error:
@@ -872,8 +888,6 @@ class Oci:
                 for stream in (conmon.stdout, conmon.stderr):
                     if stream is not None:
                         stream.close()
-            spec_path.unlink(missing_ok=True)
-            pid_path.unlink(missing_ok=True)
 
     def _exec_io(
         self,

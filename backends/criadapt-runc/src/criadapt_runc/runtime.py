@@ -138,6 +138,9 @@ class RuntimeService:
         self._names: dict[str, str] = {}
         self._object_locks = _Locks()
         self.pod_cidr = ""
+        become_subreaper()
+        self.reaper = Reaper()
+        self.reaper.start()
         self.recover()
 
     # -- runtimes ---------------------------------------------------------------------------
@@ -216,7 +219,18 @@ class RuntimeService:
             return
         self._mark_exited(ctr, code, "Completed" if code == 0 else "Error", "")
 
+    def _reap_conmon(self, ctr: ContainerRecord) -> None:
+        """Collect the conmon of a finished container if it is our zombie child.
+
+        criadapt is a child subreaper, so conmons started by this process are re-parented to
+        it; without this they would stay zombies on hosts whose PID 1 does not reap.
+        """
+        process = self.oci(ctr.runtime).process(ctr.id)
+        if process is not None and process.conmon_pid > 0:
+            reap_zombie(process.conmon_pid)
+
     def _mark_exited(self, ctr: ContainerRecord, code: int, reason: str, message: str) -> None:
+        self._reap_conmon(ctr)
         ctr.state = C_EXITED
         ctr.exit_code = code
         ctr.reason = reason
@@ -717,6 +731,7 @@ class RuntimeService:
         """Remove every trace of a container (idempotent, best effort)."""
         try:
             oci = self.oci(ctr.runtime)
+            self._reap_conmon(ctr)
             oci.delete(ctr.id, force=True)
         except CriError as exc:
             log.warning("deleting container %s: %s", ctr.id[:12], exc)
@@ -1015,6 +1030,71 @@ class RuntimeService:
         return m.RuntimeConfigResponse(
             linux=m.LinuxRuntimeConfiguration(cgroup_driver=m.CgroupDriver.CGROUPFS)
         )
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (conmon after its double fork) our children."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning("cannot become a child subreaper: errno %d", ctypes.get_errno())
+
+
+def reap_zombie_conmons() -> int:
+    """Reap every zombie ``conmon`` child of ours (a scan of /proc); return how many."""
+    me = os.getpid()
+    reaped = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_bytes()
+        except OSError:
+            continue
+        name = raw[raw.find(b"(") + 1 : raw.rfind(b")")]
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        if name == b"conmon" and fields[0] == b"Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry), os.WNOHANG)
+                reaped += 1
+    return reaped
+
+
+class Reaper(threading.Thread):
+    """Every ``interval`` seconds, reap conmons that exited (a conmon outlives its container
+    only by a moment; as their subreaper we must collect them)."""
+
+    def __init__(self, interval: float = 2.0) -> None:
+        super().__init__(name="conmon-reaper", daemon=True)
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                reap_zombie_conmons()
+            except Exception:  # never let the reaper die
+                log.exception("reaping conmon processes failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+def reap_zombie(pid: int) -> None:
+    """waitpid() ``pid`` only if it is a zombie child of ours (never steals another status)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields[0] != b"Z" or int(fields[1]) != os.getpid():
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def _is_mounted(path: Path) -> bool:
