@@ -180,6 +180,9 @@ class Lab:
         process: dict[str, Any] = bundle_config(args)["process"]
         return process
 
+    def alive(self, pid: int) -> bool:
+        return pid_alive(pid) and self.owns(pid)
+
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is (still) one of ours: pids wrap around quickly on busy hosts."""
         try:
@@ -205,7 +208,7 @@ class Lab:
                 problems.append(f"files left: {leftovers}")
         for process in self.processes:
             for pid in (process.pid, process.conmon_pid):
-                if pid_alive(pid) and self.owns(pid):
+                if self.alive(pid):
                     problems.append(f"process {pid} of {process.id} alive")
         deadline = time.monotonic() + 5
         while (procs := _processes_mentioning(str(self.base))) and time.monotonic() < deadline:
@@ -299,7 +302,7 @@ def test_long_running_container_killed_with_sigterm(lab: Lab) -> None:
     oci.delete("c1")
     oci.delete("c1")
     oci.delete("c1", force=True)
-    assert not pid_alive(process.pid) and not pid_alive(process.conmon_pid)
+    assert not lab.alive(process.pid) and not lab.alive(process.conmon_pid)
 
 
 def test_pid1_without_handler_ignores_sigterm_but_not_sigkill(lab: Lab) -> None:
@@ -331,7 +334,7 @@ def test_delete_of_created_container(lab: Lab) -> None:
     process = lab.create("c1", SLEEPER)
     oci.delete("c1", force=True)
     assert oci.state("c1") is None
-    assert not pid_alive(process.pid) and not pid_alive(process.conmon_pid)
+    assert not lab.alive(process.pid) and not lab.alive(process.conmon_pid)
 
 
 def test_unknown_container(lab: Lab) -> None:
@@ -461,6 +464,9 @@ def test_exec_sync(lab: Lab) -> None:
     )
     assert (code, out) == (0, b"bg\n")
     assert time.monotonic() - started < 2
+    deadline = time.monotonic() + 5  # the background child may not have exec'd sleep yet
+    while "sleep 30" not in container_processes(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert "sleep 30" in container_processes(process.pid)
     oci.delete("c1", force=True)
 
@@ -580,7 +586,7 @@ def test_conmon_survives_the_process_that_created_the_container(lab: Lab) -> Non
     assert oci.wait("c1", 5) == 143
     assert oci.exit_code("c1") == 143
     oci.delete("c1")
-    assert not pid_alive(process.conmon_pid)
+    assert not lab.alive(process.conmon_pid)
 
 
 def test_exit_code_recorded_while_nobody_waits(lab: Lab) -> None:

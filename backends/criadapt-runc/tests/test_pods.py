@@ -454,3 +454,37 @@ def test_no_zombie_conmon_after_exit(
     stat = Path(f"/proc/{process.conmon_pid}/stat")
     assert not stat.exists() or stat.read_bytes().split(b") ")[1][:1] != b"Z"
     cri.remove_pod_sandbox(pod_sandbox_id=pod)
+
+
+def test_shared_pid_namespace_uses_an_infra_process(
+    runc_server: Callable[..., RuncServer], busybox_ref: str, tmp_path: Path
+) -> None:
+    cri = runc_server().client
+    assert cri is not None
+    cri.pull_image(image=m.ImageSpec(image=busybox_ref))
+    base = pod_config(tmp_path, "shared")
+    assert base.linux is not None and base.linux.security_context is not None
+    ns = m.NamespaceOption(network=NODE, pid=m.NamespaceMode.POD, ipc=m.NamespaceMode.POD)
+    pconf = m.PodSandboxConfig(
+        metadata=base.metadata,
+        hostname="shared",
+        log_directory=base.log_directory,
+        linux=m.LinuxPodSandboxConfig(
+            security_context=m.LinuxSandboxSecurityContext(namespace_options=ns)
+        ),
+    )
+    pod = cri.run_pod_sandbox(config=pconf).pod_sandbox_id
+    shared_pid = m.LinuxContainerConfig(
+        security_context=m.LinuxContainerSecurityContext(
+            namespace_options=m.NamespaceOption(network=NODE, pid=m.NamespaceMode.POD)
+        )
+    )
+    a = run(cri, pod, pconf, ctr_config("a", busybox_ref, ["sleep", "1000"], linux=shared_pid))
+    b = run(cri, pod, pconf, ctr_config("b", busybox_ref, ["sleep", "2000"], linux=shared_pid))
+    procs = cri.exec_sync(container_id=b, cmd=["ps", "-o", "pid,args"]).stdout.decode()
+    assert "catatonit" in procs and "sleep 1000" in procs and "sleep 2000" in procs
+    first = procs.splitlines()[1].split()
+    assert first[0] == "1" and "catatonit" in first[1]
+    assert a
+    cri.stop_pod_sandbox(pod_sandbox_id=pod)
+    cri.remove_pod_sandbox(pod_sandbox_id=pod)

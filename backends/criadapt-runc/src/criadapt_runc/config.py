@@ -33,6 +33,8 @@ class RuncConfig:
     default_runtime: str = "runc"
     #: the conmon binary that monitors every container
     conmon: str = "/usr/bin/conmon"
+    #: static init that holds the PID namespace of pods sharing one (run as ``catatonit -P``)
+    infra_binary: str = "/usr/bin/catatonit"
 
 
 def runc_config(config: Config | None) -> RuncConfig:

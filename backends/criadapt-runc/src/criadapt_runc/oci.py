@@ -55,6 +55,8 @@ __all__ = [
     "OciError",
     "OciRuntime",
     "connect_attach",
+    "kill_process_tree",
+    "pid_alive",
     "write_crun_wrapper",
 ]
 

@@ -309,10 +309,6 @@ class RuntimeService:
             cgroup_parent=linux.cgroup_parent,
         )
         try:
-            if ns.pid == m.NamespaceMode.POD:
-                raise Unimplemented(
-                    "pods sharing one PID namespace (shareProcessNamespace) are not supported yet"
-                )
             self.pod_records.save(pod)  # phase "creating": rolled back if we die from here on
             with self._object_locks.hold(pod_id):
                 self._setup_pod(pod, config)
@@ -380,6 +376,84 @@ class RuntimeService:
             # the pod's own name resolves to its IP (kubelet may mount its own hosts file)
             if pod.ips and hostname:
                 _write(folder / "hosts", self._hosts(False) + f"{pod.ips[0]}\t{hostname}\n")
+        ns = (linux.security_context or m.LinuxSandboxSecurityContext()).namespace_options
+        if ns is not None and ns.pid == m.NamespaceMode.POD:
+            self._start_infra(pod, config)
+
+    # -- the infra process of pods that share one PID namespace ------------------------------
+    def _infra_rootfs(self) -> Path:
+        """A read-only rootfs holding only a static catatonit, shared by every infra process."""
+        rootfs = self.state_dir / "infra-rootfs"
+        binary = rootfs / "catatonit"
+        if not binary.exists():
+            source = shutil.which(self.options.infra_binary)
+            if source is None:
+                raise FailedPrecondition(
+                    f"{self.options.infra_binary} not found: it holds the PID namespace of pods "
+                    "that share one (install Debian's catatonit)"
+                )
+            for folder in ("proc", "dev", "sys", "etc"):
+                (rootfs / folder).mkdir(parents=True, exist_ok=True)
+            temp = rootfs / ".catatonit.tmp"
+            shutil.copy2(source, temp)
+            os.replace(temp, binary)
+        return rootfs
+
+    def _start_infra(self, pod: SandboxRecord, config: m.PodSandboxConfig) -> None:
+        """Run catatonit (pause mode) as the pod's PID 1; containers join its PID namespace."""
+        bundle = self._pod_dir(pod.id) / "infra"
+        bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        infra_config = m.ContainerConfig(
+            metadata=m.ContainerMetadata(name="infra"),
+            image=m.ImageSpec(image="criadapt-infra"),
+            command=["/catatonit", "-P"],
+            linux=m.LinuxContainerConfig(
+                security_context=m.LinuxContainerSecurityContext(
+                    readonly_rootfs=True,
+                    namespace_options=m.NamespaceOption(
+                        network=m.NamespaceMode.NODE if pod.host_network else m.NamespaceMode.POD,
+                        ipc=m.NamespaceMode.NODE if pod.host_ipc else m.NamespaceMode.POD,
+                        pid=m.NamespaceMode.CONTAINER,
+                    ),
+                )
+            ),
+        )
+        spec = build_spec(
+            container_id=pod.id,
+            config=infra_config,
+            sandbox=self._sandbox_info(pod, config),
+            image=ImageInfo(config={}),
+            rootfs=self._infra_rootfs(),
+            annotations={
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": pod.id,
+            },
+            host=self.host,
+        )
+        _write(bundle / "config.json", json.dumps(spec), 0o600)
+        oci = self.oci(pod.runtime_handler)
+        oci.create(pod.id, bundle, log_path=None)
+        oci.start(pod.id)
+        pod.infra_id = pod.id
+
+    def _infra_pid_ns(self, pod: SandboxRecord) -> str | None:
+        if not pod.infra_id:
+            return None
+        state = self.oci(pod.runtime_handler).state(pod.infra_id) or {}
+        pid = int(state.get("pid") or 0)
+        if not pid or state.get("status") != "running":
+            raise FailedPrecondition(f"the infra process of pod sandbox {pod.id} is not running")
+        return f"/proc/{pid}/ns/pid"
+
+    def _stop_infra(self, pod: SandboxRecord) -> None:
+        if not pod.infra_id:
+            return
+        oci = self.oci(pod.runtime_handler)
+        with contextlib.suppress(NotFound):  # already gone
+            oci.kill(pod.infra_id, int(signal.SIGKILL), all_processes=True)
+            oci.wait(pod.infra_id, 10)
+        oci.delete(pod.infra_id, force=True)
+        pod.infra_id = ""
 
     @staticmethod
     def _resolv_conf(dns: m.DNSConfig | None, host_network: bool) -> str:
@@ -434,12 +508,16 @@ class RuntimeService:
             config: m.PodSandboxConfig | None = pod.config
         except CriError:
             config = None
-        if pod.network_attached or pod.phase != CREATED:
+        if not pod.host_network and (pod.network_attached or pod.phase != CREATED):
             try:
                 pod.network_attached = True  # a half-made pod may have attached: DEL anyway
                 self._teardown_network(pod, config)
             except CriError as exc:
                 log.warning("CNI DEL of sandbox %s failed: %s", pod.id[:12], exc)
+        try:
+            self._stop_infra(pod)
+        except CriError as exc:
+            log.warning("removing the infra process of sandbox %s: %s", pod.id[:12], exc)
         self.pins.remove(pod.id)
         shutil.rmtree(self._pod_dir(pod.id), ignore_errors=True)
         self.pod_records.delete(pod.id)
@@ -456,6 +534,7 @@ class RuntimeService:
         for ctr in self._containers_of(pod.id):
             self._stop_container(ctr, 0)
         with self._object_locks.hold(pod.id):
+            self._stop_infra(pod)
             self._teardown_network(pod, pod.config)
             self.pins.remove(pod.id)
             pod.namespaces = {}
@@ -630,33 +709,7 @@ class RuntimeService:
         (layer_root / "upper").mkdir(parents=True, exist_ok=True, mode=0o755)
         (layer_root / "work").mkdir(exist_ok=True, mode=0o700)
         self._mount_rootfs(ctr, image)
-        sandbox = SandboxInfo(
-            id=pod.id,
-            namespaces=pod.namespaces,
-            host_namespaces=frozenset(
-                kind
-                for kind, on in (
-                    ("network", pod.host_network),
-                    ("uts", pod.host_network),
-                    ("ipc", pod.host_ipc),
-                    ("pid", pod.host_pid),
-                )
-                if on
-            ),
-            hostname=(Path(pod.files_dir) / "hostname").read_text().strip(),
-            etc_files={
-                "/etc/hosts": str(Path(pod.files_dir) / "hosts"),
-                "/etc/resolv.conf": str(Path(pod.files_dir) / "resolv.conf"),
-                "/etc/hostname": str(Path(pod.files_dir) / "hostname"),
-            },
-            cgroup_parent=pod.cgroup_parent,
-            sysctls=(pod_config.linux.sysctls if pod_config.linux else {}),
-            privileged=bool(
-                pod_config.linux
-                and pod_config.linux.security_context
-                and pod_config.linux.security_context.privileged
-            ),
-        )
+        sandbox = self._sandbox_info(pod, pod_config)
         assert config.metadata is not None
         md = pod_config.metadata
         annotations = {
@@ -689,6 +742,40 @@ class RuntimeService:
             terminal=config.tty,
             stdin=config.stdin,
             stdin_once=config.stdin_once,
+        )
+
+    def _sandbox_info(self, pod: SandboxRecord, pod_config: m.PodSandboxConfig) -> SandboxInfo:
+        """What the pod gives its containers: namespaces, files, cgroup parent, sysctls."""
+        namespaces = dict(pod.namespaces)
+        pid_ns = self._infra_pid_ns(pod)
+        if pid_ns is not None:
+            namespaces["pid"] = pid_ns
+        return SandboxInfo(
+            id=pod.id,
+            namespaces=namespaces,
+            host_namespaces=frozenset(
+                kind
+                for kind, on in (
+                    ("network", pod.host_network),
+                    ("uts", pod.host_network),
+                    ("ipc", pod.host_ipc),
+                    ("pid", pod.host_pid),
+                )
+                if on
+            ),
+            hostname=(Path(pod.files_dir) / "hostname").read_text().strip(),
+            etc_files={
+                "/etc/hosts": str(Path(pod.files_dir) / "hosts"),
+                "/etc/resolv.conf": str(Path(pod.files_dir) / "resolv.conf"),
+                "/etc/hostname": str(Path(pod.files_dir) / "hostname"),
+            },
+            cgroup_parent=pod.cgroup_parent,
+            sysctls=(pod_config.linux.sysctls if pod_config.linux else {}),
+            privileged=bool(
+                pod_config.linux
+                and pod_config.linux.security_context
+                and pod_config.linux.security_context.privileged
+            ),
         )
 
     def _target_pid_ns(self, config: m.ContainerConfig) -> str | None:
