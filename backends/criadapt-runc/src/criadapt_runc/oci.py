@@ -497,6 +497,17 @@ class Oci:
         stdin_once: bool,
         deadline: float,
     ) -> ContainerProcess:
+        # --runtime-arg --root: the runtime's private state dir (runtime args precede `create`)
+        # --container-pidfile: passed to `runtime create --pid-file`; conmon reads it and sends
+        #     the pid on the sync pipe (_OCI_SYNCPIPE), or -1 and the runtime's stderr
+        # --conmon-pidfile: written by the first conmon before it exits (it double-forks)
+        # --exit-dir: conmon writes <exit dir>/<cid> when the init process exits (the only
+        #     record of its exit code); --persist-dir gets a copy ("exit") and "oom"
+        # --full-attach: the attach socket is <bundle>/attach (no symlink dir; clients connect
+        #     through /proc/self/fd, see connect_attach), next to the ctl and winsz fifos
+        # --cuuid: required by conmon (names the attach symlink without --full-attach)
+        # no --syslog (no syslog here), no --systemd-cgroup (cgroupfs), no start pipe (conmon
+        # stays in our cgroup)
         args = [
             self.conmon,
             "--cid", container_id,
@@ -797,9 +808,23 @@ class Oci:
         finally:
             os.close(fd)
 
-    def reopen_log(self, container_id: str) -> None:
-        """Make conmon reopen the log file (after it was rotated away)."""
+    def reopen_log(self, container_id: str, *, timeout: float = 5) -> None:
+        """Make conmon reopen the log file (after it was renamed away); waits for the new file."""
         self._ctl(container_id, f"{_CTL_REOPEN_LOGS} 0 0\n")
+        process = self.process(container_id)
+        if process is None or process.log_path is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not process.log_path.exists():
+            gone = self._conmon_pid(container_id) is None
+            if gone or time.monotonic() > deadline:
+                if process.log_path.exists():
+                    return
+                raise OciError(
+                    f"conmon of {container_id} did not reopen {process.log_path}",
+                    code="FAILED_PRECONDITION" if gone else "DEADLINE_EXCEEDED",
+                )
+            time.sleep(0.002)
 
     def resize(self, container_id: str, *, width: int, height: int) -> None:
         """Set the window size of the container's terminal."""
@@ -822,7 +847,9 @@ class Oci:
         pipes, so stdout and stderr stay apart and background children that keep the pipes
         open do not delay the answer. On timeout (DeadlineExceeded) or when stdout and stderr
         together exceed ``max_output`` bytes (RESOURCE_EXHAUSTED) the process and all its
-        descendants are killed first.
+        descendants are killed first. ``timeout`` None means no limit. If the runtime cannot
+        run the process (container stopped, executable missing), raises :class:`OciError` with
+        the runtime's message.
         """
         _checked_id(container_id)
         self._check_binaries()
