@@ -272,7 +272,7 @@ def test_cni_pod_with_two_containers_sharing_the_network(
     assert not [p for p in ipam.iterdir() if p.name.startswith("10.89.")]
     assert len(veths()) == len(veths_before) - 1  # the pod's host-side veth is gone
     cri.remove_pod_sandbox(pod_sandbox_id=pod)
-    assert_no_leaks(server.base, serving=True)
+    assert_no_leaks(server.base, serving=True, ids=[pod, client, *server_ids])
 
 
 def test_failed_create_can_be_retried_with_the_same_name(
@@ -402,7 +402,7 @@ def test_daemon_sigkill_and_restart(registry: Registry, busybox_ref: str, tmp_pa
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
-    assert_no_leaks(tmp_path)
+    assert_no_leaks(tmp_path, ids=[pod, long, short])
 
 
 def veths() -> list[str]:
@@ -412,7 +412,7 @@ def veths() -> list[str]:
     return out.splitlines()
 
 
-def assert_no_leaks(base: Path, *, serving: bool = False) -> None:
+def assert_no_leaks(base: Path, *, serving: bool = False, ids: list[str] | None = None) -> None:
     """Nothing of ours left: processes, mounts, namespace pins, state folders.
 
     While a server runs (``serving``) its private mount of the namespace folder stays.
@@ -435,6 +435,11 @@ def assert_no_leaks(base: Path, *, serving: bool = False) -> None:
     for folder in ("pods", "containers"):
         records = base / "root" / "runc" / folder
         assert not records.exists() or list(records.iterdir()) == []
+    for object_id in ids or []:  # no cgroup of these containers in any hierarchy
+        left = list(Path("/sys/fs/cgroup").glob(f"*/criadapt/{object_id}"))
+        left += list(Path("/sys/fs/cgroup").glob(f"*/*/{object_id}"))
+        assert left == [], left
+    assert not list((base / "state" / "runc" / "ns").glob("*")), "namespace pins left"
 
 
 def test_no_zombie_conmon_after_exit(
@@ -487,4 +492,48 @@ def test_shared_pid_namespace_uses_an_infra_process(
     assert first[0] == "1" and "catatonit" in first[1]
     assert a
     cri.stop_pod_sandbox(pod_sandbox_id=pod)
+    cri.remove_pod_sandbox(pod_sandbox_id=pod)
+
+
+def test_lists_do_not_wait_behind_a_slow_stop(
+    runc_server: Callable[..., RuncServer], busybox_ref: str, tmp_path: Path
+) -> None:
+    import threading
+
+    server = runc_server()
+    cri = server.client
+    assert cri is not None
+    cri.pull_image(image=m.ImageSpec(image=busybox_ref))
+    pconf = pod_config(tmp_path, "slowstop")
+    pod = cri.run_pod_sandbox(config=pconf).pod_sandbox_id
+    stubborn = run(
+        cri,
+        pod,
+        pconf,
+        ctr_config("c", busybox_ref, ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]),
+    )
+    time.sleep(0.3)
+    stopper = threading.Thread(
+        target=lambda: Client(server.config.listen, timeout=60).stop_container(
+            container_id=stubborn, timeout=4
+        )
+    )
+    stopper.start()
+    time.sleep(0.5)
+    slowest = 0.0
+    for _ in range(10):
+        for call in (
+            lambda: cri.list_containers(),
+            lambda: cri.list_pod_sandbox(),
+            lambda: cri.container_status(container_id=stubborn),
+            lambda: cri.pod_sandbox_status(pod_sandbox_id=pod),
+        ):
+            started = time.monotonic()
+            call()
+            slowest = max(slowest, time.monotonic() - started)
+    assert stopper.is_alive(), "the stop should still be in its grace period"
+    assert slowest < 0.5, slowest
+    stopper.join(30)
+    status = cri.container_status(container_id=stubborn).status
+    assert status is not None and status.exit_code == 137
     cri.remove_pod_sandbox(pod_sandbox_id=pod)
