@@ -537,3 +537,44 @@ def test_lists_do_not_wait_behind_a_slow_stop(
     status = cri.container_status(container_id=stubborn).status
     assert status is not None and status.exit_code == 137
     cri.remove_pod_sandbox(pod_sandbox_id=pod)
+
+
+def test_configured_sandbox_image_runs_as_infra_container(
+    runc_server: Callable[..., RuncServer], registry: Registry, busybox_ref: str, tmp_path: Path
+) -> None:
+    from criadapt.testing.images import FileSpec, build_image, tar_layer
+
+    catatonit = Path("/usr/bin/catatonit").read_bytes()
+    pause = build_image(
+        [
+            tar_layer(
+                {
+                    "catatonit": FileSpec.file(catatonit, mode=0o755),
+                    "proc": FileSpec.dir(),
+                    "dev": FileSpec.dir(),
+                    "sys": FileSpec.dir(),
+                    "etc": FileSpec.dir(),
+                }
+            )
+        ],
+        config={"Entrypoint": ["/catatonit", "-P"]},
+    )
+    pause_ref = registry.push(pause, "pods/pause", "3.10")
+    server = runc_server(f'[backends.runc]\nsandbox_image = "{pause_ref}"\n')
+    cri = server.client
+    assert cri is not None
+    cri.pull_image(image=m.ImageSpec(image=busybox_ref))
+    pconf = pod_config(tmp_path, "paused")
+    pod = cri.run_pod_sandbox(config=pconf).pod_sandbox_id
+    backend = server.pm.get_plugin("runc-backend")
+    state = backend.oci("").state(pod)
+    assert state is not None and state["status"] == "running"
+    assert (
+        cri.image_status(image=m.ImageSpec(image=pause_ref)).image is not None
+    )  # pulled on demand
+    cid = run(cri, pod, pconf, ctr_config("c", busybox_ref, ["sleep", "100"]))
+    assert cri.exec_sync(container_id=cid, cmd=["true"]).exit_code == 0
+    cri.stop_pod_sandbox(pod_sandbox_id=pod)
+    assert backend.oci("").state(pod) is None
+    cri.remove_pod_sandbox(pod_sandbox_id=pod)
+    assert_no_leaks(server.base, serving=True, ids=[pod, cid])

@@ -35,6 +35,9 @@ class RuncConfig:
     conmon: str = "/usr/bin/conmon"
     #: static init that holds the PID namespace of pods sharing one (run as ``catatonit -P``)
     infra_binary: str = "/usr/bin/catatonit"
+    #: an image (e.g. a pause image) to run as every pod's infra container; "" = none, pods
+    #: get an infra process only when they share a PID namespace (then catatonit)
+    sandbox_image: str = ""
 
 
 def runc_config(config: Config | None) -> RuncConfig:

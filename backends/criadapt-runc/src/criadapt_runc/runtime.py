@@ -39,6 +39,7 @@ from criadapt.errors import (
     NotFound,
     Unimplemented,
 )
+from criadapt.images import parse_reference
 from criadapt_runc.config import RuncConfig
 from criadapt_runc.images.store import ImageStore, StoredImage
 from criadapt_runc.namespaces import NamespacePins
@@ -377,7 +378,7 @@ class RuntimeService:
             if pod.ips and hostname:
                 _write(folder / "hosts", self._hosts(False) + f"{pod.ips[0]}\t{hostname}\n")
         ns = (linux.security_context or m.LinuxSandboxSecurityContext()).namespace_options
-        if ns is not None and ns.pid == m.NamespaceMode.POD:
+        if self.options.sandbox_image or (ns is not None and ns.pid == m.NamespaceMode.POD):
             self._start_infra(pod, config)
 
     # -- the infra process of pods that share one PID namespace ------------------------------
@@ -399,17 +400,41 @@ class RuntimeService:
             os.replace(temp, binary)
         return rootfs
 
+    def _sandbox_image(self, pod: SandboxRecord) -> StoredImage:
+        """The configured sandbox image, pulled if it is not in the store yet."""
+        name = self.options.sandbox_image
+        image = self.store.lookup(name)
+        if image is None:
+            puller = getattr(self, "puller", None)
+            if puller is None:
+                raise NotFound(f"sandbox image {name!r} is not in the store")
+            image = puller.pull(parse_reference(name))
+        self.store.add_lease(f"sandbox-{pod.id}", image)
+        return image
+
     def _start_infra(self, pod: SandboxRecord, config: m.PodSandboxConfig) -> None:
-        """Run catatonit (pause mode) as the pod's PID 1; containers join its PID namespace."""
+        """Run the pod's infra process: the sandbox image if one is configured, else catatonit
+        in pause mode as the PID 1 of a shared PID namespace."""
         bundle = self._pod_dir(pod.id) / "infra"
         bundle.mkdir(parents=True, exist_ok=True, mode=0o700)
+        image_config: Mapping[str, Any] = {}
+        if self.options.sandbox_image:
+            image = self._sandbox_image(pod)
+            rootfs = bundle / "rootfs"
+            rootfs.mkdir(exist_ok=True)
+            _overlay(rootfs, self.store.snapshot_dirs(image), self.root / "pods-rw" / pod.id)
+            image_config = image.runtime_config
+            command: list[str] = []
+        else:
+            rootfs = self._infra_rootfs()
+            command = ["/catatonit", "-P"]
         infra_config = m.ContainerConfig(
             metadata=m.ContainerMetadata(name="infra"),
-            image=m.ImageSpec(image="criadapt-infra"),
-            command=["/catatonit", "-P"],
+            image=m.ImageSpec(image=self.options.sandbox_image or "criadapt-infra"),
+            command=command,
             linux=m.LinuxContainerConfig(
                 security_context=m.LinuxContainerSecurityContext(
-                    readonly_rootfs=True,
+                    readonly_rootfs=not self.options.sandbox_image,
                     namespace_options=m.NamespaceOption(
                         network=m.NamespaceMode.NODE if pod.host_network else m.NamespaceMode.POD,
                         ipc=m.NamespaceMode.NODE if pod.host_ipc else m.NamespaceMode.POD,
@@ -422,8 +447,8 @@ class RuntimeService:
             container_id=pod.id,
             config=infra_config,
             sandbox=self._sandbox_info(pod, config),
-            image=ImageInfo(config={}),
-            rootfs=self._infra_rootfs(),
+            image=ImageInfo(config=image_config),
+            rootfs=rootfs,
             annotations={
                 "io.kubernetes.cri.container-type": "sandbox",
                 "io.kubernetes.cri.sandbox-id": pod.id,
@@ -432,9 +457,9 @@ class RuntimeService:
         )
         _write(bundle / "config.json", json.dumps(spec), 0o600)
         oci = self.oci(pod.runtime_handler)
+        pod.infra_id = pod.id
         oci.create(pod.id, bundle, log_path=None)
         oci.start(pod.id)
-        pod.infra_id = pod.id
 
     def _infra_pid_ns(self, pod: SandboxRecord) -> str | None:
         if not pod.infra_id:
@@ -454,6 +479,9 @@ class RuntimeService:
             oci.wait(pod.infra_id, 10)
         oci.delete(pod.infra_id, force=True)
         pod.infra_id = ""
+        _unmount(self._pod_dir(pod.id) / "infra" / "rootfs")
+        shutil.rmtree(self.root / "pods-rw" / pod.id, ignore_errors=True)
+        self.store.remove_lease(f"sandbox-{pod.id}")
 
     @staticmethod
     def _resolv_conf(dns: m.DNSConfig | None, host_network: bool) -> str:
@@ -518,6 +546,9 @@ class RuntimeService:
             self._stop_infra(pod)
         except CriError as exc:
             log.warning("removing the infra process of sandbox %s: %s", pod.id[:12], exc)
+        _unmount(self._pod_dir(pod.id) / "infra" / "rootfs")
+        shutil.rmtree(self.root / "pods-rw" / pod.id, ignore_errors=True)
+        self.store.remove_lease(f"sandbox-{pod.id}")
         self.pins.remove(pod.id)
         shutil.rmtree(self._pod_dir(pod.id), ignore_errors=True)
         self.pod_records.delete(pod.id)
@@ -705,9 +736,6 @@ class RuntimeService:
         rootfs.mkdir(parents=True, mode=0o755)
         ctr.bundle = str(bundle)
         self.store.add_lease(ctr.id, image)
-        layer_root = self._ctr_root_dir(ctr.id)
-        (layer_root / "upper").mkdir(parents=True, exist_ok=True, mode=0o755)
-        (layer_root / "work").mkdir(exist_ok=True, mode=0o700)
         self._mount_rootfs(ctr, image)
         sandbox = self._sandbox_info(pod, pod_config)
         assert config.metadata is not None
@@ -794,25 +822,9 @@ class RuntimeService:
         return f"/proc/{pid}/ns/pid"
 
     def _mount_rootfs(self, ctr: ContainerRecord, image: StoredImage) -> None:
-        rootfs = Path(ctr.bundle) / "rootfs"
-        if _is_mounted(rootfs):
-            return
-        layers = self.store.snapshot_dirs(image)
-        layer_root = self._ctr_root_dir(ctr.id)
-        options = (
-            f"lowerdir={':'.join(str(p) for p in reversed(layers))},"
-            f"upperdir={layer_root / 'upper'},workdir={layer_root / 'work'}"
+        _overlay(
+            Path(ctr.bundle) / "rootfs", self.store.snapshot_dirs(image), self._ctr_root_dir(ctr.id)
         )
-        if len(layers) == 0:
-            raise FailedPrecondition(f"image {image.id} has no layers")
-        result = subprocess.run(
-            ["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise FailedPrecondition(f"cannot mount the container rootfs: {result.stderr.strip()}")
 
     def _destroy_container(self, ctr: ContainerRecord) -> None:
         """Remove every trace of a container (idempotent, best effort)."""
@@ -822,11 +834,7 @@ class RuntimeService:
             oci.delete(ctr.id, force=True)
         except CriError as exc:
             log.warning("deleting container %s: %s", ctr.id[:12], exc)
-        rootfs = Path(ctr.bundle or self._ctr_state_dir(ctr.id)) / "rootfs"
-        if _is_mounted(rootfs):
-            subprocess.run(["umount", str(rootfs)], check=False, capture_output=True)
-            if _is_mounted(rootfs):
-                subprocess.run(["umount", "-l", str(rootfs)], check=False, capture_output=True)
+        _unmount(Path(ctr.bundle or self._ctr_state_dir(ctr.id)) / "rootfs")
         shutil.rmtree(self._ctr_state_dir(ctr.id), ignore_errors=True)
         shutil.rmtree(self._ctr_root_dir(ctr.id), ignore_errors=True)
         self.store.remove_lease(ctr.id)
@@ -1182,6 +1190,35 @@ def reap_zombie(pid: int) -> None:
         return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _overlay(rootfs: Path, layers: Sequence[Path], rw_root: Path) -> None:
+    """Mount an overlayfs of ``layers`` (bottom first) with a writable layer under ``rw_root``."""
+    if _is_mounted(rootfs):
+        return
+    if not layers:
+        raise FailedPrecondition("the image has no layers")
+    (rw_root / "upper").mkdir(parents=True, exist_ok=True, mode=0o755)
+    (rw_root / "work").mkdir(exist_ok=True, mode=0o700)
+    options = (
+        f"lowerdir={':'.join(str(p) for p in reversed(layers))},"
+        f"upperdir={rw_root / 'upper'},workdir={rw_root / 'work'}"
+    )
+    result = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise FailedPrecondition(f"cannot mount the rootfs: {result.stderr.strip()}")
+
+
+def _unmount(path: Path) -> None:
+    if _is_mounted(path):
+        subprocess.run(["umount", str(path)], check=False, capture_output=True)
+        if _is_mounted(path):
+            subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
 def _is_mounted(path: Path) -> bool:
