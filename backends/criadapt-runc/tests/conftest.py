@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from criadapt.client import Client
+from criadapt.testing.images import busybox_image
+from criadapt.testing.registry import Registry
 from criadapt_runc.testing import RuncServer
 
 pytest_plugins = ["criadapt.testing.registry"]
@@ -36,3 +38,8 @@ def cri(runc_server: Callable[..., RuncServer]) -> Client:
     client = runc_server().client
     assert client is not None
     return client
+
+
+@pytest.fixture(scope="session")
+def busybox_ref(registry: Registry) -> str:
+    return registry.push(busybox_image(), "pods/busybox", "latest")

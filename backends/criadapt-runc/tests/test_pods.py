@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,17 +16,17 @@ import pytest
 from criadapt import errors
 from criadapt import models as m
 from criadapt.client import Client
-from criadapt.testing.images import busybox_image
 from criadapt.testing.registry import Registry
-from criadapt_runc.testing import RuncServer
+from criadapt_runc.testing import (
+    RuncServer,
+    ctr_config,
+    log_lines,
+    pod_config,
+    run,
+    wait_exited,
+)
 
 NODE = m.NamespaceMode.NODE
-LOG_LINE = re.compile(r"^(\S+) (stdout|stderr) ([PF]) (.*)$")
-
-
-@pytest.fixture(scope="module")
-def busybox_ref(registry: Registry) -> str:
-    return registry.push(busybox_image(), "pods/busybox", "latest")
 
 
 @pytest.fixture
@@ -61,60 +60,6 @@ def cni_conf(tmp_path: Path) -> Iterator[str]:
     )
     yield f'[cni]\nconf_dir = "{conf_dir}"\nbin_dirs = ["/usr/lib/cni"]\n'
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
-
-
-def pod_config(
-    base: Path, name: str, *, host_network: bool = True, **kw: object
-) -> m.PodSandboxConfig:
-    ns = m.NamespaceOption(
-        network=NODE if host_network else m.NamespaceMode.POD,
-        pid=m.NamespaceMode.CONTAINER,
-        ipc=m.NamespaceMode.POD,
-    )
-    return m.PodSandboxConfig(
-        metadata=m.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test"),
-        hostname=name,
-        log_directory=str(base / "logs" / name),
-        linux=m.LinuxPodSandboxConfig(
-            security_context=m.LinuxSandboxSecurityContext(namespace_options=ns)
-        ),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def ctr_config(name: str, image: str, command: list[str], **kw: object) -> m.ContainerConfig:
-    return m.ContainerConfig(
-        metadata=m.ContainerMetadata(name=name),
-        image=m.ImageSpec(image=image),
-        command=command,
-        log_path=f"{name}/0.log",
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-def run(cri: Client, pod: str, pconf: m.PodSandboxConfig, cconf: m.ContainerConfig) -> str:
-    cid = cri.create_container(pod_sandbox_id=pod, config=cconf, sandbox_config=pconf)
-    cri.start_container(container_id=cid.container_id)
-    return cid.container_id
-
-
-def wait_exited(cri: Client, cid: str, timeout: float = 20) -> m.ContainerStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = cri.container_status(container_id=cid).status
-        assert status is not None
-        if status.state == m.ContainerState.CONTAINER_EXITED or time.monotonic() > deadline:
-            return status
-        time.sleep(0.1)
-
-
-def log_lines(path: str) -> list[tuple[str, str, str]]:
-    lines = []
-    for line in Path(path).read_text().splitlines():
-        match = LOG_LINE.match(line)
-        assert match, f"not a CRI log line: {line!r}"
-        lines.append((match[2], match[3], match[4]))
-    return lines
 
 
 def test_container_lifecycle_logs_and_exit_codes(

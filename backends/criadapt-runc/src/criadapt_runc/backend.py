@@ -15,7 +15,7 @@ from criadapt_runc.images.pull import Puller
 from criadapt_runc.images.registry import RegistryClient
 from criadapt_runc.images.service import ImageService
 from criadapt_runc.images.store import ImageStore
-from criadapt_runc.runtime import RuntimeService
+from criadapt_runc.runtime import RuntimeService, become_subreaper
 
 log = logging.getLogger("criadapt.runc")
 
@@ -64,7 +64,10 @@ class RuncBackend(ImageService, RuntimeService):
                 backend.store.close()
                 backend.pins.close()
                 backend.reaper.stop()
+                backend.events.close()
                 cls._live.remove(backend)
+            if not cls._live:
+                become_subreaper(False)  # an embedding process gets its old behaviour back
 
     @hookimpl
     def criadapt_version(self, version: str) -> m.VersionResponse:

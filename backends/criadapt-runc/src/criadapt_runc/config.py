@@ -38,6 +38,11 @@ class RuncConfig:
     #: an image (e.g. a pause image) to run as every pod's infra container; "" = none, pods
     #: get an infra process only when they share a PID namespace (then catatonit)
     sandbox_image: str = ""
+    #: seccomp profile applied for RuntimeDefault (Podman's, from containers-common); when the
+    #: file is missing a small built-in profile is used
+    seccomp_default_profile: str = "/usr/share/containers/seccomp.json"
+    #: what an unset seccomp field means: "RuntimeDefault" (as CRI-O) or "Unconfined"
+    seccomp_unset: str = "RuntimeDefault"
 
 
 def runc_config(config: Config | None) -> RuncConfig:

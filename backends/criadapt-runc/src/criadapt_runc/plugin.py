@@ -41,7 +41,16 @@ def criadapt_backend_info() -> m.BackendInfo:
         runtime_name="criadapt-runc",
         runtime_version=criadapt_runc.__version__.replace(".dev", "-dev"),
         capabilities=frozenset(
-            {"image_fs_info", "exec_sync", "exec_sync_timeout", "process_exit", "runtime_config"}
+            {
+                "image_fs_info",
+                "exec_sync",
+                "exec_sync_timeout",
+                "process_exit",
+                "runtime_config",
+                "container_events",
+                "reopen_container_log",
+                "update_container_resources",
+            }
         ),
     )
 

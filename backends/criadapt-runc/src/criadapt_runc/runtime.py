@@ -23,12 +23,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from criadapt import hookimpl
 from criadapt import models as m
+from criadapt.call import CallContext
 from criadapt.cni import CniManager, PortMapping
 from criadapt.config import Config
 from criadapt.errors import (
@@ -41,11 +42,13 @@ from criadapt.errors import (
 )
 from criadapt.images import parse_reference
 from criadapt_runc.config import RuncConfig
+from criadapt_runc.events import EventBus
 from criadapt_runc.images.store import ImageStore, StoredImage
 from criadapt_runc.namespaces import NamespacePins
 from criadapt_runc.oci import Oci, OciRuntime
 from criadapt_runc.records import CREATED, ContainerRecord, RecordDir, SandboxRecord
-from criadapt_runc.spec import HostFacts, ImageInfo, SandboxInfo, build_spec
+from criadapt_runc.security import SeccompProfiles, check_apparmor
+from criadapt_runc.spec import HostFacts, ImageInfo, SandboxInfo, build_spec, linux_resources
 
 log = logging.getLogger("criadapt.runc")
 
@@ -133,16 +136,21 @@ class RuntimeService:
         self.pod_records = RecordDir(self.root / "pods", SandboxRecord)
         self.ctr_records = RecordDir(self.root / "containers", ContainerRecord)
         self.host = HostFacts.detect()
+        self.seccomp = SeccompProfiles(
+            default_profile=Path(options.seccomp_default_profile),
+            unset_means=options.seccomp_unset,
+        )
         self._lock = threading.Lock()
         self._pods: dict[str, SandboxRecord] = {}
         self._ctrs: dict[str, ContainerRecord] = {}
         self._names: dict[str, str] = {}
         self._object_locks = _Locks()
         self.pod_cidr = ""
+        self.events = EventBus()
         become_subreaper()
-        self.reaper = Reaper()
-        self.reaper.start()
         self.recover()
+        self.reaper = Reaper(on_tick=self._watch_exits)
+        self.reaper.start()
 
     # -- runtimes ---------------------------------------------------------------------------
     def _runtimes(self, options: RuncConfig) -> dict[str, OciRuntime]:
@@ -232,12 +240,15 @@ class RuntimeService:
 
     def _mark_exited(self, ctr: ContainerRecord, code: int, reason: str, message: str) -> None:
         self._reap_conmon(ctr)
+        if reason == "Error" and self.oci(ctr.runtime).oom_killed(ctr.id):
+            reason = "OOMKilled"
         ctr.state = C_EXITED
         ctr.exit_code = code
         ctr.reason = reason
         ctr.message = message
         ctr.finished_at = ctr.finished_at or self._exit_time(ctr) or now_ns()
         self.ctr_records.save(ctr)
+        self._emit(m.ContainerEventType.CONTAINER_STOPPED_EVENT, ctr.id, ctr.sandbox_id)
 
     def _exit_time(self, ctr: ContainerRecord) -> int:
         path = self.oci(ctr.runtime).exit_file(ctr.id)
@@ -245,6 +256,37 @@ class RuntimeService:
             return path.stat().st_mtime_ns
         except (FileNotFoundError, AttributeError):
             return 0
+
+    # -- events -----------------------------------------------------------------------------
+    def _emit(self, kind: m.ContainerEventType, object_id: str, pod_id: str) -> None:
+        with self._lock:
+            pod = self._pods.get(pod_id)
+        if pod is None or not hasattr(self, "reaper"):  # no events while recovering
+            return
+        self.events.publish(
+            m.ContainerEventResponse(
+                container_id=object_id,
+                container_event_type=kind,
+                created_at=now_ns(),
+                pod_sandbox_status=self._sandbox_status(pod),
+                containers_statuses=[
+                    self._container_status(c) for c in self._containers_of(pod_id)
+                ],
+            )
+        )
+
+    def _watch_exits(self) -> None:
+        """Notice containers whose process exited (one stat per running container)."""
+        with self._lock:
+            running = [c for c in self._ctrs.values() if c.state == C_RUNNING]
+        for ctr in running:
+            self._refresh_quick(ctr)
+
+    @hookimpl
+    def criadapt_get_container_events(
+        self, call: CallContext
+    ) -> Iterable[m.ContainerEventResponse]:
+        return self.events.subscribe(call)
 
     # -- helpers ----------------------------------------------------------------------------
     def _pod(self, pod_id: str) -> SandboxRecord:
@@ -321,6 +363,8 @@ class RuntimeService:
             raise
         with self._lock:
             self._pods[pod_id] = pod
+        self._emit(m.ContainerEventType.CONTAINER_CREATED_EVENT, pod_id, pod_id)
+        self._emit(m.ContainerEventType.CONTAINER_STARTED_EVENT, pod_id, pod_id)
         log.info(
             "sandbox %s (%s/%s) ready, ip %s",
             pod_id[:12],
@@ -569,9 +613,11 @@ class RuntimeService:
             self._teardown_network(pod, pod.config)
             self.pins.remove(pod.id)
             pod.namespaces = {}
-            if pod.state != NOTREADY or pod.network_attached:
-                pod.state = NOTREADY
+            was_ready = pod.state == READY
+            pod.state = NOTREADY
             self.pod_records.save(pod)
+        if was_ready:
+            self._emit(m.ContainerEventType.CONTAINER_STOPPED_EVENT, pod.id, pod.id)
         return m.StopPodSandboxResponse()
 
     @hookimpl
@@ -583,6 +629,7 @@ class RuntimeService:
         self.criadapt_stop_pod_sandbox(pod_sandbox_id)
         for ctr in self._containers_of(pod.id):
             self._remove_container(ctr)
+        self._emit(m.ContainerEventType.CONTAINER_DELETED_EVENT, pod.id, pod.id)
         with self._object_locks.hold(pod.id):
             self._rollback_pod(pod)
         self._object_locks.forget(pod.id)
@@ -715,6 +762,7 @@ class RuntimeService:
             raise
         with self._lock:
             self._ctrs[ctr_id] = ctr
+        self._emit(m.ContainerEventType.CONTAINER_CREATED_EVENT, ctr_id, pod.id)
         log.info(
             "container %s (%s) created in sandbox %s",
             ctr_id[:12],
@@ -750,6 +798,8 @@ class RuntimeService:
             "io.kubernetes.cri.image-name": ctr.image_ref,
         }
         target = self._target_pid_ns(config)
+        sc = (config.linux or m.LinuxContainerConfig()).security_context
+        check_apparmor(sc)  # a clear error if a profile is asked for on a host without AppArmor
         spec = build_spec(
             container_id=ctr.id,
             config=config,
@@ -760,6 +810,13 @@ class RuntimeService:
             target_pid_ns=target,
             host=self.host,
         )
+        profile = self.seccomp.resolve(
+            sc,
+            capabilities=spec["process"].get("capabilities", {}).get("bounding", []),
+            privileged=bool(sc and sc.privileged),
+        )
+        if profile is not None:
+            spec.setdefault("linux", {})["seccomp"] = profile
         _write(bundle / "config.json", json.dumps(spec), 0o600)
         if ctr.log_path:
             Path(ctr.log_path).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -862,6 +919,7 @@ class RuntimeService:
             ctr.started_at = now_ns()
             ctr.state = C_RUNNING
             self.ctr_records.save(ctr)
+            self._emit(m.ContainerEventType.CONTAINER_STARTED_EVENT, ctr.id, ctr.sandbox_id)
             self._refresh(ctr)  # a command that exits at once
         return m.StartContainerResponse()
 
@@ -924,6 +982,7 @@ class RuntimeService:
                 oci.kill(ctr.id, int(signal.SIGKILL), all_processes=True)
                 oci.wait(ctr.id, 30)
             image_gone = self.store.get(ctr.image_id) is None
+            self._emit(m.ContainerEventType.CONTAINER_DELETED_EVENT, ctr.id, ctr.sandbox_id)
             self._destroy_container(ctr)
         self._object_locks.forget(ctr.id)
         if image_gone:
@@ -1031,6 +1090,41 @@ class RuntimeService:
             )
         return m.ListContainersResponse(containers=items)
 
+    # -- logs and resources -----------------------------------------------------------------
+    @hookimpl
+    def criadapt_reopen_container_log(self, container_id: str) -> m.ReopenContainerLogResponse:
+        ctr = self._running(container_id)  # not running: an error, and no file is created
+        self.oci(ctr.runtime).reopen_log(ctr.id)
+        return m.ReopenContainerLogResponse()
+
+    @hookimpl
+    def criadapt_update_container_resources(
+        self, container_id: str, linux: m.LinuxContainerResources | None
+    ) -> m.UpdateContainerResourcesResponse:
+        ctr = self._ctr(container_id)
+        with self._object_locks.hold(ctr.id):
+            self._refresh(ctr)
+            if ctr.state not in (C_CREATED, C_RUNNING):
+                state = m.ContainerState(ctr.state).name
+                raise FailedPrecondition(f"container {container_id} is {state}")
+            if linux is None:
+                return m.UpdateContainerResourcesResponse()
+            resources = linux_resources(linux, self.host)
+            runtime = self.oci(ctr.runtime).runtime
+            result = subprocess.run(
+                [runtime.path, f"--root={runtime.root}", "update", "--resources", "-", ctr.id],
+                input=json.dumps(resources).encode(),
+                capture_output=True,
+                check=False,
+                timeout=30,
+            )
+            if result.returncode != 0:
+                problem = result.stderr.decode(errors="replace").strip()
+                raise FailedPrecondition(f"cannot update container {container_id}: {problem}")
+            ctr.resources_pb = ContainerRecord.pack(linux)
+            self.ctr_records.save(ctr)
+        return m.UpdateContainerResourcesResponse()
+
     # -- exec -------------------------------------------------------------------------------
     def _running(self, container_id: str) -> ContainerRecord:
         ctr = self._ctr(container_id)
@@ -1130,13 +1224,13 @@ class RuntimeService:
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def become_subreaper() -> None:
-    """Make orphaned descendants (conmon after its double fork) our children."""
+def become_subreaper(on: bool = True) -> None:
+    """Make orphaned descendants (conmon after its double fork) our children (or stop)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        log.warning("cannot become a child subreaper: errno %d", ctypes.get_errno())
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        log.warning("cannot set the child subreaper flag: errno %d", ctypes.get_errno())
 
 
 def reap_zombie_conmons() -> int:
@@ -1160,20 +1254,23 @@ def reap_zombie_conmons() -> int:
 
 
 class Reaper(threading.Thread):
-    """Every ``interval`` seconds, reap conmons that exited (a conmon outlives its container
-    only by a moment; as their subreaper we must collect them)."""
+    """Every ``interval`` seconds: notice containers that exited (``on_tick``) and reap the
+    conmons that exited (as their subreaper we must collect them)."""
 
-    def __init__(self, interval: float = 2.0) -> None:
+    def __init__(self, interval: float = 1.0, on_tick: Callable[[], None] | None = None) -> None:
         super().__init__(name="conmon-reaper", daemon=True)
         self.interval = interval
+        self.on_tick = on_tick
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             try:
+                if self.on_tick is not None:
+                    self.on_tick()
                 reap_zombie_conmons()
-            except Exception:  # never let the reaper die
-                log.exception("reaping conmon processes failed")
+            except Exception:  # never let the monitor die
+                log.exception("watching containers failed")
 
     def stop(self) -> None:
         self.stopped.set()

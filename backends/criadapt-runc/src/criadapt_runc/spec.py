@@ -1008,3 +1008,8 @@ def _walk_devices(root: str, container_root: str) -> Iterator[dict[str, Any]]:
             node = _device_node(entry.path, container_path)
             if node is not None:
                 yield node
+
+
+def linux_resources(resources: m.LinuxContainerResources, host: HostFacts) -> dict[str, Any]:
+    """The OCI ``linux.resources`` object of ``resources`` (for ``runc update``)."""
+    return _resources(resources, host)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Any
 
+from criadapt import models as m
 from criadapt.client import Client
 from criadapt.config import Config, loads_config
 from criadapt.plugin import get_plugin_manager
@@ -55,3 +58,61 @@ class RuncServer:
             self._server.stop(0).wait()
             self.pm.hook.criadapt_unconfigure(config=self.config)
             self._server = None
+
+
+NODE = m.NamespaceMode.NODE
+LOG_LINE = re.compile(r"^(\S+) (stdout|stderr) ([PF]) (.*)$")
+
+
+def pod_config(
+    base: Path, name: str, *, host_network: bool = True, **kw: object
+) -> m.PodSandboxConfig:
+    ns = m.NamespaceOption(
+        network=NODE if host_network else m.NamespaceMode.POD,
+        pid=m.NamespaceMode.CONTAINER,
+        ipc=m.NamespaceMode.POD,
+    )
+    return m.PodSandboxConfig(
+        metadata=m.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="test"),
+        hostname=name,
+        log_directory=str(base / "logs" / name),
+        linux=m.LinuxPodSandboxConfig(
+            security_context=m.LinuxSandboxSecurityContext(namespace_options=ns)
+        ),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def ctr_config(name: str, image: str, command: list[str], **kw: object) -> m.ContainerConfig:
+    return m.ContainerConfig(
+        metadata=m.ContainerMetadata(name=name),
+        image=m.ImageSpec(image=image),
+        command=command,
+        log_path=f"{name}/0.log",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def run(cri: Client, pod: str, pconf: m.PodSandboxConfig, cconf: m.ContainerConfig) -> str:
+    cid = cri.create_container(pod_sandbox_id=pod, config=cconf, sandbox_config=pconf)
+    cri.start_container(container_id=cid.container_id)
+    return cid.container_id
+
+
+def wait_exited(cri: Client, cid: str, timeout: float = 20) -> m.ContainerStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = cri.container_status(container_id=cid).status
+        assert status is not None
+        if status.state == m.ContainerState.CONTAINER_EXITED or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def log_lines(path: str) -> list[tuple[str, str, str]]:
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        match = LOG_LINE.match(line)
+        assert match, f"not a CRI log line: {line!r}"
+        lines.append((match[2], match[3], match[4]))
+    return lines
