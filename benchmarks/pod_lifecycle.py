@@ -590,9 +590,10 @@ class RuncFloor:
 
     name = FLOOR
 
-    def __init__(self, base: Path, cgroup_parent: str) -> None:
+    def __init__(self, base: Path, cgroup_parent: str, *, separate_namespaces: bool) -> None:
         self.base = base
         self.cgroup_parent = cgroup_parent
+        self.separate_namespaces = separate_namespaces
         self.root = base / "runc-root"
         self.rootfs = base / "rootfs"
         self.version = ""
@@ -606,7 +607,9 @@ class RuncFloor:
             raise BenchmarkError(f"{CATATONIT} missing: apt-get install catatonit")
         self.version = run(["runc", "--version"]).splitlines()[0]
 
-    def _bundle(self, ctr_id: str, args: Sequence[str]) -> Path:
+    def _bundle(self, ctr_id: str, args: Sequence[str], join: int | None = None) -> Path:
+        """A bundle; with *join*, the container joins that process's network, IPC and UTS
+        namespaces (as a pod's container joins its sandbox's)."""
         bundle = self.base / "bundles" / ctr_id
         bundle.mkdir(parents=True, exist_ok=True)
         config = bundle_config(
@@ -615,6 +618,15 @@ class RuncFloor:
             cgroups_path=f"{self.cgroup_parent}/{ctr_id}",
             hostname="floor",
         )
+        if join is not None:
+            shared = {"network": "net", "ipc": "ipc", "uts": "uts"}
+            config["linux"]["namespaces"] = [
+                {**ns, "path": f"/proc/{join}/ns/{shared[ns['type']]}"}
+                if ns["type"] in shared
+                else ns
+                for ns in config["linux"]["namespaces"]
+            ]
+            config.pop("hostname", None)  # the UTS namespace is not ours to name
         (bundle / "config.json").write_text(json.dumps(config))
         return bundle
 
@@ -656,10 +668,13 @@ class RuncFloor:
     def pod(self, index: int, *, check: bool) -> Timings:
         sandbox, container = f"floor-{index}-pod", f"floor-{index}-ctr"
         sandbox_bundle = self._bundle(sandbox, ["/bin/catatonit", "-P"])
-        container_bundle = self._bundle(container, ["sleep", "3600"])
+        if self.separate_namespaces:
+            container_bundle = self._bundle(container, ["sleep", "3600"])
         steps: dict[str, list[float]] = collections.defaultdict(list)
         started = time.perf_counter()
         self._up(sandbox, sandbox_bundle, steps)
+        if not self.separate_namespaces:  # needs the sandbox's pid: written in the timed part
+            container_bundle = self._bundle(container, ["sleep", "3600"], self.live[sandbox])
         self._up(container, container_bundle, steps)
         self._down(container, steps)
         self._down(sandbox, steps)
@@ -1003,8 +1018,14 @@ def report(
         "catatonit image), criadapt pins the pod namespaces with bind mounts and runs no "
         "infra process when the PID namespace is per container. The floor is `runc "
         "create/start/kill/delete` of two prepared bundles per pod (a `catatonit -P` and a "
-        "`sleep 3600`, new namespaces, no CNI, no image), waited for as a subreaper: what any "
-        "runc-based CRI runtime pays at least.",
+        "`sleep 3600` that "
+        + (
+            "has namespaces of its own"
+            if args.floor_separate_namespaces
+            else "joins the first's network, IPC and UTS namespaces"
+        )
+        + "; the network namespace stays empty: no CNI, no image, no daemon), waited for as a "
+        "subreaper: what any runc-based CRI runtime pays at least.",
     ]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
@@ -1032,6 +1053,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-containerd", action="store_true", help="skip containerd")
     parser.add_argument("--no-floor", action="store_true", help="skip the runc floor")
+    parser.add_argument(
+        "--floor-separate-namespaces",
+        action="store_true",
+        help="floor: the second container gets its own network/IPC/UTS namespaces "
+        "(default: it joins the first's, as a pod's container joins its sandbox's)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="profile extra criadapt pods with py-spy"
     )
@@ -1115,7 +1142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"{ctrd.version} ready")
 
         if not args.no_floor:
-            floor = RuncFloor(base / "floor", cgroup_parent)
+            floor = RuncFloor(
+                base / "floor", cgroup_parent, separate_namespaces=args.floor_separate_namespaces
+            )
             stack.callback(floor.stop)
             floor.start()
             versions[FLOOR] = floor.version

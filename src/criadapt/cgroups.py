@@ -79,7 +79,8 @@ class CgroupSample:
     memory_available: int | None = None
     #: v1 ``memory.limit_in_bytes``; v2 ``memory.max``; ``None`` when unlimited
     memory_limit: int | None = None
-    #: v1 ``memory.memsw.usage_in_bytes - memory.usage_in_bytes``; v2 ``memory.swap.current``
+    #: v1 ``total_swap`` of ``memory.stat`` (= ``memory.memsw.usage_in_bytes -
+    #: memory.usage_in_bytes``; ``None`` without swap accounting); v2 ``memory.swap.current``
     swap_usage: int | None = None
     #: ``pids.current`` (tasks: processes and threads)
     pids: int | None = None
@@ -382,6 +383,8 @@ class Cgroups:
         cpuacct = controllers.get("cpuacct")
         if cpuacct is not None:
             cpu_usage = _read_int(f"{_join(cpuacct, rel)}/cpuacct.usage")
+            if cpu_usage is None and not self.exists("/" + rel):
+                return None  # gone: skip the other reads
 
         memory_fields: dict[str, int | None] = {}
         memory = controllers.get("memory")
@@ -421,10 +424,13 @@ class Cgroups:
         usage = _read_int(f"{folder}/memory.usage_in_bytes")
         stats = _parse_flat_keyed(_read(f"{folder}/memory.stat"))
         limit = _read_limit(f"{folder}/memory.limit_in_bytes")
-        swap = None
-        memsw = _read_int(f"{folder}/memory.memsw.usage_in_bytes")
-        if memsw is not None and usage is not None:
-            swap = max(0, memsw - usage)
+        # cAdvisor's v1 swap: total_swap of memory.stat (shown only with swap accounting,
+        # i.e. when memory.memsw.* exists); memsw - usage is the same number
+        swap = _first(stats, b"total_swap", b"swap")
+        if swap is None:
+            memsw = _read_int(f"{folder}/memory.memsw.usage_in_bytes")
+            if memsw is not None and usage is not None:
+                swap = max(0, memsw - usage)
         oom_control = _read(f"{folder}/memory.oom_control")
         oom_kills = _parse_flat_keyed(oom_control).get(b"oom_kill")
         working_set, available = _memory_derived(

@@ -24,7 +24,7 @@ shmem 0
 mapped_file 270336
 dirty 0
 writeback 0
-swap 0
+swap 4096
 pgpgin 1494
 pgpgout 629
 pgfault 2079
@@ -43,7 +43,7 @@ total_shmem 0
 total_mapped_file 270336
 total_dirty 0
 total_writeback 0
-total_swap 0
+total_swap 4096
 total_pgpgin 1494
 total_pgpgout 629
 total_pgfault 2080
@@ -336,7 +336,7 @@ def test_v1_sample_every_field(tmp_path: Path) -> None:
     assert sample.memory_major_page_faults == 4  # total_pgmajfault
     assert sample.memory_limit == 64 * MIB
     assert sample.memory_available == 64 * MIB - (5 * MIB - 1200128)
-    assert sample.swap_usage == 4096  # memsw - usage
+    assert sample.swap_usage == 4096  # total_swap (= memsw - usage)
     assert sample.pids == 3
     assert sample.io_read_bytes == 4096 + 1000  # the recursive file, summed over devices
     assert sample.io_write_bytes == 8192
@@ -361,9 +361,19 @@ def test_v1_limit_just_below_the_threshold_is_a_limit(tmp_path: Path) -> None:
     assert sample.memory_limit == (1 << 62) - 4096
 
 
+NO_SWAP_ACCOUNTING_STAT = "".join(
+    line + "\n" for line in V1_MEMORY_STAT.splitlines() if not line.endswith("swap 4096")
+)
+
+
 def test_v1_without_swap_accounting_or_oom_kill_counter(tmp_path: Path) -> None:
     root = make_v1_root(tmp_path)
-    make_v1_cgroup(root, memsw=None, oom_control="oom_kill_disable 0\nunder_oom 0\n")
+    make_v1_cgroup(
+        root,
+        memsw=None,
+        memory_stat=NO_SWAP_ACCOUNTING_STAT,
+        oom_control="oom_kill_disable 0\nunder_oom 0\n",
+    )
     sample = Cgroups(root).sample(PATH)
     assert sample is not None
     assert sample.swap_usage is None
@@ -371,9 +381,18 @@ def test_v1_without_swap_accounting_or_oom_kill_counter(tmp_path: Path) -> None:
     assert sample.memory_usage == 5 * MIB
 
 
+def test_v1_swap_from_memsw_when_memory_stat_lacks_it(tmp_path: Path) -> None:
+    root = make_v1_root(tmp_path)
+    make_v1_cgroup(root, memsw=5 * MIB + 8192, memory_stat=NO_SWAP_ACCOUNTING_STAT)
+    sample = Cgroups(root).sample(PATH)
+    assert sample is not None
+    assert sample.swap_usage == 8192
+
+
 def test_v1_swap_never_negative(tmp_path: Path) -> None:
     root = make_v1_root(tmp_path)
-    make_v1_cgroup(root, memsw=5 * MIB - 4096)  # the two files are read at different times
+    # the two files are read at different times: memsw may lag behind usage
+    make_v1_cgroup(root, memsw=5 * MIB - 4096, memory_stat=NO_SWAP_ACCOUNTING_STAT)
     sample = Cgroups(root).sample(PATH)
     assert sample is not None
     assert sample.swap_usage == 0

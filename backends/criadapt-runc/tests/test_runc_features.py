@@ -229,3 +229,57 @@ def test_security_context(
             ),
         )
     cri.remove_pod_sandbox(pod_sandbox_id=pod)
+
+
+def test_stats_are_real_and_moving(
+    runc_server: Callable[..., RuncServer], busybox_ref: str, tmp_path: Path
+) -> None:
+    cri = runc_server().client
+    assert cri is not None
+    cri.pull_image(image=m.ImageSpec(image=busybox_ref))
+    pconf = pod_config(tmp_path, "stats", labels={"app": "stats"})
+    pod = cri.run_pod_sandbox(config=pconf).pod_sandbox_id
+    burn = "dd if=/dev/zero of=/scratch bs=1M count=3 2>/dev/null; while true; do :; done"
+    busy = run(
+        cri,
+        pod,
+        pconf,
+        ctr_config("busy", busybox_ref, ["sh", "-c", burn], labels={"role": "busy"}),
+    )
+    idle = run(cri, pod, pconf, ctr_config("idle", busybox_ref, ["sleep", "1000"]))
+    time.sleep(2.5)  # two samples of the 1 s sampler
+    first = cri.container_stats(container_id=busy).stats
+    assert first is not None and first.cpu is not None and first.memory is not None
+    assert first.attributes is not None and first.attributes.labels == {"role": "busy"}
+    assert first.cpu.usage_nano_cores is not None
+    assert first.cpu.usage_nano_cores.value > 100_000_000  # a busy loop: > 0.1 core
+    assert first.memory.working_set_bytes is not None
+    assert first.memory.working_set_bytes.value > 0
+    assert first.writable_layer is not None and first.writable_layer.used_bytes is not None
+    assert first.writable_layer.used_bytes.value >= 3 << 20  # the 3 MiB file it wrote
+    time.sleep(1.2)
+    second = cri.container_stats(container_id=busy).stats
+    assert second is not None and second.cpu is not None
+    assert second.cpu.usage_core_nano_seconds is not None
+    assert first.cpu.usage_core_nano_seconds is not None
+    assert second.cpu.usage_core_nano_seconds.value > first.cpu.usage_core_nano_seconds.value
+    listed = cri.list_container_stats(
+        filter=m.ContainerStatsFilter(label_selector={"role": "busy"})
+    )
+    assert [s.attributes.id for s in listed.stats if s.attributes] == [busy]
+    everything = cri.list_container_stats().stats
+    assert {s.attributes.id for s in everything if s.attributes} == {busy, idle}
+    pod_stats = cri.pod_sandbox_stats(pod_sandbox_id=pod).stats
+    assert pod_stats is not None and pod_stats.linux is not None
+    assert pod_stats.linux.cpu is not None and pod_stats.linux.cpu.usage_nano_cores is not None
+    assert pod_stats.linux.cpu.usage_nano_cores.value > 100_000_000
+    assert pod_stats.linux.process is not None and pod_stats.linux.process.process_count is not None
+    assert pod_stats.linux.process.process_count.value >= 2
+    assert len(pod_stats.linux.containers) == 2
+    listed_pods = cri.list_pod_sandbox_stats(
+        filter=m.PodSandboxStatsFilter(label_selector={"app": "stats"})
+    )
+    assert [s.attributes.id for s in listed_pods.stats if s.attributes] == [pod]
+    with pytest.raises(errors.NotFound):
+        cri.container_stats(container_id="0" * 64)
+    cri.remove_pod_sandbox(pod_sandbox_id=pod)

@@ -36,4 +36,4 @@ def test_runc_column_matches_the_backend(runc_server: Callable[..., RuncServer])
     cri = server.client
     assert cri is not None
     with pytest.raises(errors.Unimplemented):
-        cri.container_stats(container_id="x" * 64)
+        cri.checkpoint_container(container_id="x" * 64)

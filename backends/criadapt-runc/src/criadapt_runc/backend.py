@@ -16,6 +16,7 @@ from criadapt_runc.images.registry import RegistryClient
 from criadapt_runc.images.service import ImageService
 from criadapt_runc.images.store import ImageStore
 from criadapt_runc.runtime import RuntimeService, become_subreaper
+from criadapt_runc.stats import StatsService
 
 log = logging.getLogger("criadapt.runc")
 
@@ -36,7 +37,7 @@ def registry_client(config: Config, options: RuncConfig) -> RegistryClient:
     )
 
 
-class RuncBackend(ImageService, RuntimeService):
+class RuncBackend(ImageService, StatsService, RuntimeService):
     """The ``runc`` backend; registered as a plugin object by ``criadapt_configure``."""
 
     _live: ClassVar[list[RuncBackend]] = []
@@ -54,6 +55,7 @@ class RuncBackend(ImageService, RuntimeService):
         )
         ImageService.__init__(self, store, puller, self.options.pinned_images)
         self.init_runtime(config, self.options, store)
+        self.init_stats()
         with self._live_lock:
             self._live.append(self)
 
@@ -65,6 +67,7 @@ class RuncBackend(ImageService, RuntimeService):
                 backend.pins.close()
                 backend.reaper.stop()
                 backend.events.close()
+                backend.close_stats()
                 cls._live.remove(backend)
             if not cls._live:
                 become_subreaper(False)  # an embedding process gets its old behaviour back

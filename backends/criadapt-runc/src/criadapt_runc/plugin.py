@@ -50,6 +50,8 @@ def criadapt_backend_info() -> m.BackendInfo:
                 "container_events",
                 "reopen_container_log",
                 "update_container_resources",
+                "stats",
+                "pod_sandbox_stats",
             }
         ),
     )

@@ -257,6 +257,13 @@ class RuntimeService:
         except (FileNotFoundError, AttributeError):
             return 0
 
+    # -- extension points (stats) -----------------------------------------------------------
+    def track_container(self, ctr: ContainerRecord) -> None:
+        """A container started: stats sampling may begin (overridden by the stats mixin)."""
+
+    def untrack_container(self, container_id: str) -> None:
+        """A container is going away (overridden by the stats mixin)."""
+
     # -- events -----------------------------------------------------------------------------
     def _emit(self, kind: m.ContainerEventType, object_id: str, pod_id: str) -> None:
         with self._lock:
@@ -885,6 +892,7 @@ class RuntimeService:
 
     def _destroy_container(self, ctr: ContainerRecord) -> None:
         """Remove every trace of a container (idempotent, best effort)."""
+        self.untrack_container(ctr.id)
         try:
             oci = self.oci(ctr.runtime)
             self._reap_conmon(ctr)
@@ -919,6 +927,7 @@ class RuntimeService:
             ctr.started_at = now_ns()
             ctr.state = C_RUNNING
             self.ctr_records.save(ctr)
+            self.track_container(ctr)
             self._emit(m.ContainerEventType.CONTAINER_STARTED_EVENT, ctr.id, ctr.sandbox_id)
             self._refresh(ctr)  # a command that exits at once
         return m.StartContainerResponse()
