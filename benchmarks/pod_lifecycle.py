@@ -27,7 +27,7 @@ StopContainer with timeout 0 (both go straight to SIGKILL: the same kill path; `
 PID 1 ignores SIGTERM anyway). Images are pulled before the timed part. Each runtime gets
 ``--warmup`` pods that are checked (RUNNING, pod IP in 10.89.x, exit code 137) and not
 counted; then pods run one at a time, rounds rotating which runtime goes first so that
-background load hits all alike. p50/p95 are nearest-rank over the pods. The results go to
+background load hits all alike. p50 is the median, p95 nearest-rank. The results go to
 ``benchmarks/results/<date>-pod-lifecycle.md``.
 
 ``--profile`` then runs ``--profile-pods`` more criadapt pods (not counted) under
@@ -856,6 +856,13 @@ def _is_ours(frame: str) -> bool:
     return where.startswith(("criadapt/", "criadapt_runc/")) or "/criadapt" in where
 
 
+def keep_handler_stacks(raw: Path) -> None:
+    """Drop the stacks of idle threads (gRPC pollers, the reaper) from a raw profile."""
+    lines = raw.read_text().splitlines()
+    hooks = tuple(f".{hook} (" for hook in HOOKS)
+    raw.write_text("".join(f"{line}\n" for line in lines if any(h in line for h in hooks)))
+
+
 def analyse_raw(raw: Path, rate: int, pods: int, top: int = 8) -> list[str]:
     """Per RPC: wall time per pod in the handler and the criadapt functions it is spent in."""
     per_rpc: dict[str, int] = collections.Counter()
@@ -887,9 +894,10 @@ def analyse_raw(raw: Path, rate: int, pods: int, top: int = 8) -> list[str]:
         f"py-spy at {rate} samples/s, idle (blocked) time included, over {pods} pods, times "
         "in ms per pod. `inclusive`: time in a criadapt function and what it calls; `where`: "
         "the innermost criadapt function and the innermost frame (`select`/`_poll_readable`"
-        "/`_wait` = waiting for a child process: runc, conmon, a CNI plugin, unshare). The "
-        "gap between the handler time and the measured call is gRPC, (de)serialisation and "
-        "the client.",
+        "/`_wait` = waiting for a child process: runc, conmon, a CNI plugin, unshare). "
+        "py-spy stops the server for every sample, so these times run higher than the "
+        "measured calls above: read them for the split within a call. The samples file keeps "
+        "only the stacks inside the RPC handlers.",
         "",
     ]
     for rpc in CALLS:
@@ -1186,6 +1194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     crit.pod(10_000 + i, check=False)
             if args.profile_format == "raw" and out.exists():
                 profile_lines = analyse_raw(out, args.profile_rate, args.profile_pods)
+                keep_handler_stacks(out)
             profile_lines.insert(0, f"Samples: `{out.relative_to(RESULTS.parent.parent)}`.")
             profile_lines.insert(1, "")
         load_end = loadavg()

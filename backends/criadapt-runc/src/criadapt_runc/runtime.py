@@ -45,7 +45,7 @@ from criadapt_runc.config import RuncConfig
 from criadapt_runc.events import EventBus
 from criadapt_runc.images.store import ImageStore, StoredImage
 from criadapt_runc.namespaces import NamespacePins
-from criadapt_runc.oci import Oci, OciRuntime
+from criadapt_runc.oci import Oci, OciRuntime, pid_alive
 from criadapt_runc.records import CREATED, ContainerRecord, RecordDir, SandboxRecord
 from criadapt_runc.security import SeccompProfiles, check_apparmor
 from criadapt_runc.spec import HostFacts, ImageInfo, SandboxInfo, build_spec, linux_resources
@@ -219,6 +219,9 @@ class RuntimeService:
         oci = self.oci(ctr.runtime)
         code = oci.exit_code(ctr.id)
         if code is None:
+            process = oci.process(ctr.id)
+            if process is not None and pid_alive(process.conmon_pid):
+                return  # its conmon still watches it: running (no `runc state` needed)
             if oci.state(ctr.id) is None:
                 # the runtime no longer knows it and no exit was recorded (host reboot)
                 self._mark_exited(ctr, 255, "Unknown", "container state was lost")
