@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ class SandboxRecord:
 
     @property
     def config(self) -> m.PodSandboxConfig:
-        return decode(m.PodSandboxConfig, base64.b64decode(self.config_pb))
+        return _pod_config(self.config_pb)
 
     @staticmethod
     def pack(config: m.PodSandboxConfig) -> str:
@@ -94,7 +95,7 @@ class ContainerRecord:
 
     @property
     def config(self) -> m.ContainerConfig:
-        return decode(m.ContainerConfig, base64.b64decode(self.config_pb))
+        return _container_config(self.config_pb)
 
     @property
     def resources(self) -> m.LinuxContainerResources | None:
@@ -105,6 +106,18 @@ class ContainerRecord:
     @staticmethod
     def pack(model: Any) -> str:
         return base64.b64encode(encode(model)).decode()
+
+
+# Configs never change after creation, and models are immutable: decode each once. List calls
+# read every record's config, so this keeps them at dictionary-lookup cost.
+@functools.lru_cache(maxsize=8192)
+def _pod_config(packed: str) -> m.PodSandboxConfig:
+    return decode(m.PodSandboxConfig, base64.b64decode(packed))
+
+
+@functools.lru_cache(maxsize=8192)
+def _container_config(packed: str) -> m.ContainerConfig:
+    return decode(m.ContainerConfig, base64.b64decode(packed))
 
 
 R = TypeVar("R", SandboxRecord, ContainerRecord)
