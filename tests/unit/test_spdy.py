@@ -179,8 +179,10 @@ def raw_pair() -> Iterator[Callable[..., tuple[SpdyConnection, RawPeer]]]:
     """(our connection, raw peer); ``ours_server`` picks our role."""
     made: list[tuple[SpdyConnection, RawPeer]] = []
 
-    def make(*, ours_server: bool = False, **kw: Any) -> tuple[SpdyConnection, RawPeer]:
-        a, b = socket.socketpair()
+    def make(
+        *, ours_server: bool = False, transport: str = "socketpair", **kw: Any
+    ) -> tuple[SpdyConnection, RawPeer]:
+        a, b = socket.socketpair() if transport == "socketpair" else tcp_pair()
         echo = kw.pop("echo_pings", True)
         ours = SpdyConnection(a, server=ours_server, **kw)
         peer = RawPeer(b, server=not ours_server, echo_pings=echo)
@@ -622,11 +624,16 @@ def test_fin_and_unidirectional_on_open(make_pair: Any) -> None:
 
 def test_reply_rules_and_late_headers(make_pair: Any) -> None:
     server, client = make_pair()
+    with pytest.raises(ValueError):
+        client.open_stream({"": "empty names cannot be sent"})
     cs = client.open_stream({"a": "1"})
+    assert cs.id == 1  # the failed attempt used no id
     ss = server.accept(5)
     assert ss is not None
     with pytest.raises(ValueError):
         client.reply(cs)
+    with pytest.raises(ValueError):
+        ss.reply({"x": "nul\x00inside"})
     server.reply(ss, {"X-Reply": ["r1", "r2"]})
     with pytest.raises(SpdyError, match="already replied"):
         ss.reply()
@@ -693,7 +700,7 @@ def test_data_before_peer_reset_stays_readable(make_pair: Any) -> None:
 
 
 def test_reset_wakes_flow_blocked_writers_and_returns_the_session_window(make_pair: Any) -> None:
-    small = {"initial_window": 16 * KIB, "session_window": spdy.DEFAULT_WINDOW}
+    small = {"initial_window": 64 * KIB, "session_window": spdy.DEFAULT_WINDOW}
     server, client = make_pair(server_kw=small)
     errors: queue.Queue[BaseException] = queue.Queue()
 
@@ -703,11 +710,11 @@ def test_reset_wakes_flow_blocked_writers_and_returns_the_session_window(make_pa
         except SpdyError as exc:
             errors.put(exc)
 
-    # the peer resets while our writer waits for window
+    # the peer resets while our writer waits for window (64 KiB buffered, then discarded)
     cs, ss = open_pair(server, client)
     t = threading.Thread(target=write_all, args=(cs,))
     t.start()
-    assert wait_until(lambda: ss.buffered == 16 * KIB)
+    assert wait_until(lambda: ss.buffered == 64 * KIB)
     time.sleep(0.05)
     assert t.is_alive()
     ss.reset()
@@ -715,23 +722,36 @@ def test_reset_wakes_flow_blocked_writers_and_returns_the_session_window(make_pa
     exc = errors.get(timeout=1)
     assert isinstance(exc, SpdyStreamReset) and exc.by_peer
 
-    # we reset while our own writer waits
+    # we reset while our own writer waits (64 KiB stay buffered, never read, at the server)
     cs, ss = open_pair(server, client)
     t = threading.Thread(target=write_all, args=(cs,))
     t.start()
-    assert wait_until(lambda: ss.buffered == 16 * KIB)
+    assert wait_until(lambda: ss.buffered == 64 * KIB)
     cs.reset()
     t.join(5)
     exc = errors.get(timeout=1)
     assert isinstance(exc, SpdyStreamReset) and not exc.by_peer
+    assert wait_until(lambda: ss.is_reset) and ss.buffered == 64 * KIB
 
-    # the discarded data was credited back: 2 MiB still pass a 64 KiB session window
+    # both times the whole 64 KiB session window was credited back, or this would hang
     cs, ss = open_pair(server, client)
     payload = os.urandom(2 * MIB)
-    t = threading.Thread(target=lambda: (cs.write(payload), cs.close()))
-    t.start()
-    assert ss.readall() == payload
-    t.join(5)
+    received: list[bytes] = []
+
+    def send() -> None:
+        cs.write(payload)
+        cs.close()
+
+    threads = [
+        threading.Thread(target=send),
+        threading.Thread(target=lambda: received.append(ss.readall())),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "session window leaked"
+    assert received == [payload]
 
 
 # ----------------------------------------------------------------------- flow control
@@ -752,7 +772,8 @@ def test_flow_control_blocks_writer_until_window_updates(make_pair: Any) -> None
 
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(0.3)
+    assert wait_until(lambda: ss.buffered == 16 * KIB)
+    time.sleep(0.2)
     assert not done.is_set(), "the writer must wait for WINDOW_UPDATE"
     assert ss.buffered == 16 * KIB
     received = bytearray()
@@ -774,18 +795,31 @@ def test_session_window_limits_all_streams(make_pair: Any) -> None:
         server_kw={"initial_window": MIB, "session_window": spdy.DEFAULT_WINDOW}
     )
     pairs = [open_pair(server, client) for _ in range(3)]
-    writers = []
-    for cs, _ in pairs:
-        t = threading.Thread(target=cs.write, args=(os.urandom(256 * KIB),))
-        t.start()
-        writers.append(t)
-    time.sleep(0.3)
-    assert sum(ss.buffered for _, ss in pairs) == spdy.DEFAULT_WINDOW
-    for _, ss in pairs:
-        read_exactly(ss, 256 * KIB)
+    payloads = [os.urandom(256 * KIB) for _ in pairs]
+    writers = [
+        threading.Thread(target=cs.write, args=(data,))
+        for (cs, _), data in zip(pairs, payloads, strict=True)
+    ]
     for t in writers:
-        t.join(5)
+        t.start()
+    assert wait_until(lambda: sum(ss.buffered for _, ss in pairs) == spdy.DEFAULT_WINDOW)
+    time.sleep(0.2)
+    assert sum(ss.buffered for _, ss in pairs) == spdy.DEFAULT_WINDOW
+    # Read the streams concurrently: a reader that waited for one stream while the others
+    # hold the whole session window would wait forever (as in HTTP/2).
+    received: dict[int, bytes] = {}
+    readers = [
+        threading.Thread(
+            target=lambda i=i, ss=ss: received.update({i: read_exactly(ss, 256 * KIB)})
+        )
+        for i, (_, ss) in enumerate(pairs)
+    ]
+    for t in readers:
+        t.start()
+    for t in readers + writers:
+        t.join(10)
         assert not t.is_alive()
+    assert [received[i] for i in range(3)] == payloads
 
 
 def test_peer_without_flow_control_is_detected(raw_pair: Any) -> None:
@@ -826,7 +860,8 @@ def test_peer_without_flow_control_gets_tcp_backpressure(raw_pair: Any) -> None:
 
     t = threading.Thread(target=flood)
     t.start()
-    time.sleep(0.3)
+    assert wait_until(lambda: ss.buffered >= spdy.UNCONTROLLED_BUFFER_LIMIT)
+    time.sleep(0.2)
     assert not ss.is_reset  # no FLOW_CONTROL_ERROR for a peer that never claimed flow control
     assert (
         spdy.UNCONTROLLED_BUFFER_LIMIT <= ss.buffered <= spdy.UNCONTROLLED_BUFFER_LIMIT + 64 * KIB
@@ -1021,6 +1056,9 @@ def test_peer_death_unblocks_everyone(raw_pair: Any) -> None:
 def test_local_close_unblocks_everyone(make_pair: Any) -> None:
     server, client = make_pair(server_kw={"initial_window": 1024})
     cs, ss = open_pair(server, client)
+    _, idle = open_pair(server, client)
+    cs.write(b"z" * 1024)
+    assert wait_until(lambda: ss.buffered == 1024)
     out: queue.Queue[object] = queue.Queue()
 
     def write() -> None:
@@ -1030,21 +1068,54 @@ def test_local_close_unblocks_everyone(make_pair: Any) -> None:
             out.put(exc)
 
     threads = [
-        threading.Thread(target=lambda: out.put(ss.read(2000))),
+        threading.Thread(target=lambda: out.put(idle.read())),
         threading.Thread(target=write),
         threading.Thread(target=lambda: out.put(server.accept())),
     ]
     for t in threads:
         t.start()
     time.sleep(0.2)
+    assert all(t.is_alive() for t in threads)
     server.close()
     for t in threads:
         t.join(5)
         assert not t.is_alive()
     got = [out.get(timeout=1) for _ in range(3)]
+    assert b"" in got and None in got
     assert any(isinstance(g, SpdyConnectionClosed) for g in got)
-    assert None in got
+    assert ss.read() == b"z" * 1024  # what had arrived stays readable
+    assert ss.read() == b""
     assert client.wait_closed(5)  # the GOAWAY / EOF reached the client
+    assert client.goaway_received.is_set()
+
+
+@pytest.mark.parametrize("transport", ["socketpair", "tcp"])
+def test_close_lingers_so_the_peer_reads_everything(raw_pair: Any, transport: str) -> None:
+    """After close() the peer still gets every byte, then GOAWAY and a clean EOF, and may
+    keep talking while we linger (closing with unread input could otherwise reset TCP)."""
+    ours, peer = raw_pair(ours_server=True, transport=transport)
+    peer.send(SynStreamFrame(1, {"streamType": "stdout"}))
+    ss = ours.accept(5)
+    assert ss is not None
+    ss.reply()
+    peer.send(DataFrame(1, b"unread input " * 1000))  # still unread when we close
+    payload = os.urandom(512 * KIB)
+    ss.write(payload)
+    ss.close()
+    ours.close()
+    assert ours.closed.is_set()
+    received = bytearray()
+    while True:
+        frame = peer.expect(DataFrame)
+        received += frame.data
+        if frame.flags & FLAG_FIN:
+            break
+    assert bytes(received) == payload
+    assert peer.expect(GoAwayFrame).status == GoAwayStatus.OK
+    assert peer.expect(type(None)) is None  # then a clean EOF
+    peer.send(PingFrame(1))  # the peer may still talk while we linger: drained, no error
+    peer.sock.shutdown(socket.SHUT_WR)
+    assert wait_until(lambda: not ours._reader.is_alive())
 
 
 # ------------------------------------------------------------------------ concurrency

@@ -1,4 +1,5 @@
-"""Interfaces between the streaming server and backends (the server itself comes later)."""
+"""Streaming (exec, attach, port-forward): the interfaces between the streaming server and
+backends, and the transports (:mod:`criadapt.streaming.spdy`)."""
 
 from __future__ import annotations
 

@@ -44,8 +44,20 @@ stalls the other streams of that connection meanwhile.
 Threads
 -------
 Each connection runs one daemon reader thread. Incoming streams are handed to ``on_stream``
-in that thread when a callback is given (it must not block, nor wait for stream data, nor
-write more than a window's worth), otherwise they are queued for :meth:`SpdyConnection.accept`.
+in that thread when a callback is given (it may reply, but must not block or wait for stream
+data; a write there that would have to wait for a WINDOW_UPDATE raises :class:`SpdyError`),
+otherwise they are queued for :meth:`SpdyConnection.accept`.
+
+Streams of one connection share the session window: read them concurrently (as client-go
+does with stdout and stderr). The default session window (4 MiB) is 16 stream windows, so a
+few streams left unread cannot starve the others.
+
+Closing
+-------
+:meth:`SpdyConnection.close` sends GOAWAY, shuts the socket for writing and lets the reader
+thread drain the peer's input until the peer's EOF (at most :data:`LINGER_SECONDS`) before
+closing the socket: closing a TCP socket with unread input sends a reset, which can destroy
+data still on its way to the peer (the tail of stdout, the exit status).
 """
 
 from __future__ import annotations
@@ -187,6 +199,8 @@ MAX_DATA_CHUNK = 64 * 1024
 """Largest DATA payload this implementation sends in one frame."""
 MAX_HEADER_BLOCK = 1024 * 1024
 """Largest decompressed header block accepted (against decompression bombs)."""
+LINGER_SECONDS = 2.0
+"""After closing, how long to drain the peer's input while waiting for its EOF."""
 UNCONTROLLED_BUFFER_LIMIT = 1024 * 1024
 """Unread bytes per stream after which the reader thread stops reading from a peer that does
 not do flow control."""
@@ -907,13 +921,14 @@ class SpdyStream:
             n = len(data)
             self._buffered -= n
             stream_update = 0
+            session_credit = n if self._reset_status is None else 0  # else credited at reset
             if not self._remote_closed and self._reset_status is None:
                 self._recv_unacked += n
                 if self._recv_unacked >= self._conn._window_update_threshold:
                     stream_update, self._recv_unacked = self._recv_unacked, 0
                     self._recv_window += stream_update
             self._cond.notify_all()  # a reader thread may wait for buffer space
-        self._conn._consumed(self.id, n, stream_update)
+        self._conn._consumed(self.id, session_credit, stream_update)
         return data
 
     def readall(self) -> bytes:
@@ -1048,14 +1063,16 @@ class SpdyStream:
                 return False
             self._reset_status = status
             self._reset_by_peer = by_peer
-            discarded = 0
+            # Whatever is buffered no longer counts against the session window: after our
+            # reset it is discarded; after the peer's it stays readable, but whether the
+            # application ever reads it must not matter to the other streams.
+            credit = self._buffered
             if not by_peer:
-                discarded = self._buffered
                 self._chunks.clear()
                 self._offset = 0
                 self._buffered = 0
             self._cond.notify_all()
-        self._conn._stream_gone(self, discarded)
+        self._conn._stream_gone(self, credit)
         return True
 
     def _on_data(self, data: bytes, fin: bool) -> None:
@@ -1149,12 +1166,14 @@ class SpdyConnection:
         ping_interval: float | None = None,
         flow_control: FlowControlMode = "auto",
         initial_window: int = 256 * 1024,
-        session_window: int = 1024 * 1024,
+        session_window: int = 4 * 1024 * 1024,
         initial_data: bytes = b"",
         name: str | None = None,
     ) -> None:
-        if not 1 <= initial_window <= MAX_WINDOW or not 1 <= session_window <= MAX_WINDOW:
-            raise ValueError("windows must be between 1 and 2**31-1")
+        if not 1 <= initial_window <= MAX_WINDOW:
+            raise ValueError("initial_window must be between 1 and 2**31-1")
+        if not DEFAULT_WINDOW <= session_window <= MAX_WINDOW:
+            raise ValueError("session_window must be between 64 KiB (SPDY/3.1) and 2**31-1")
         self._sock = sock
         sock.settimeout(None)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -1182,6 +1201,7 @@ class SpdyConnection:
         self._peer_last_good: int | None = None
         self._shutdown_lock = threading.Lock()
         self._shutting_down = False
+        self._linger_timer: threading.Timer | None = None
         self._sendmsg_ok = hasattr(sock, "sendmsg")
         self._pending_input = bytearray(initial_data)
 
@@ -1272,6 +1292,8 @@ class SpdyConnection:
             sid = self._next_stream_id
             if sid > MAX_STREAM_ID:
                 raise SpdyError("stream ids exhausted")
+            frame = SynStreamFrame(sid, hdrs, priority=priority, flags=flags)
+            wire = self._encoder.encode(frame)  # ValueError for bad headers: nothing changed
             self._next_stream_id += 2
             with self._flow:
                 send_window = self._peer_initial_window
@@ -1288,14 +1310,15 @@ class SpdyConnection:
             stream._remote_closed = unidirectional
             with self._streams_lock:
                 self._streams[sid] = stream
-            frame = SynStreamFrame(sid, hdrs, priority=priority, flags=flags)
-            self._write_locked(self._encoder.encode(frame))
+            self._write_locked(wire)
         return stream
 
     def reply(self, stream: SpdyStream, headers: HeadersInput = None, *, fin: bool = False) -> None:
         """Accept an incoming stream with SYN_REPLY (Kubernetes replies with no headers)."""
         if stream.local:
             raise ValueError("only streams opened by the peer are replied to")
+        hdrs = _headers_field(headers)
+        encode_header_block(hdrs)  # ValueError for bad headers before anything changes
         with stream._cond:
             if stream._replied:
                 raise SpdyError(f"stream {stream.id} already replied")
@@ -1306,7 +1329,7 @@ class SpdyConnection:
             stream._replied = True
             if fin:
                 stream._local_closed = True
-        self._send_frame(SynReplyFrame(stream.id, headers, FLAG_FIN if fin else 0))
+        self._send_frame(SynReplyFrame(stream.id, hdrs, FLAG_FIN if fin else 0))
         if fin:
             self._maybe_forget(stream)
 
@@ -1347,13 +1370,15 @@ class SpdyConnection:
         self._close_if_done()
 
     def close(self, reason: str = "closed locally") -> None:
-        """Close now: GOAWAY (best effort), then the socket. Blocked readers get b"", blocked
-        writers :class:`SpdyConnectionClosed`, :meth:`accept` None. Idempotent."""
+        """Close now. Blocked readers get b"" (after data already buffered), blocked writers
+        :class:`SpdyConnectionClosed`, :meth:`accept` None. Idempotent; does not block.
+
+        Sends GOAWAY (best effort) and shuts the socket for writing; the reader thread then
+        drains the peer's input until its EOF (at most :data:`LINGER_SECONDS`) and closes the
+        socket (see :meth:`_shutdown`)."""
         if not self.closed.is_set():
             self._send_goaway(GoAwayStatus.OK, nonblocking=True)
-        self._shutdown(reason)
-        if threading.current_thread() is not self._reader:
-            self._reader.join(5.0)
+        self._shutdown(reason, linger=LINGER_SECONDS)
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         return self.closed.wait(timeout)
@@ -1493,14 +1518,15 @@ class SpdyConnection:
 
     # ---- stream bookkeeping
 
-    def _stream_gone(self, stream: SpdyStream, discarded: int) -> None:
-        """A stream was reset: forget it, wake its writers, return discarded window."""
+    def _stream_gone(self, stream: SpdyStream, credit: int) -> None:
+        """A stream was reset: forget it, wake its writers, return its unread bytes to the
+        session window."""
         with self._streams_lock:
             self._streams.pop(stream.id, None)
         with self._flow:
             self._flow.notify_all()
-        if discarded:
-            self._consumed(0, discarded, 0)
+        if credit:
+            self._consumed(0, credit, 0)
         self._close_if_done()
 
     def _maybe_forget(self, stream: SpdyStream) -> None:
@@ -1514,7 +1540,7 @@ class SpdyConnection:
             with self._streams_lock:
                 if self._streams:
                     return
-            self._shutdown("GOAWAY and no streams left")
+            self._shutdown("GOAWAY and no streams left", linger=LINGER_SECONDS)
 
     def _is_closed_id(self, stream_id: int) -> bool:
         """Was ``stream_id`` ever opened (so frames for it are merely late)?"""
@@ -1566,14 +1592,15 @@ class SpdyConnection:
                 if payload is None:
                     reason = "peer closed the connection inside a frame"
                     break
+                if self.closed.is_set():
+                    continue  # lingering after close: drain until the peer's EOF
                 try:
                     frame = self._decoder.decode(head, payload)
                     self._dispatch(frame)
                 except SpdyProtocolError as exc:
                     log.warning("%s: protocol error from peer: %s", self.name, exc)
                     self._send_goaway(exc.status, nonblocking=True)
-                    reason = f"protocol error: {exc}"
-                    break
+                    self._shutdown(f"protocol error: {exc}", linger=LINGER_SECONDS)
         except OSError as exc:
             reason = f"connection lost: {exc}"
         except Exception as exc:
@@ -1582,6 +1609,8 @@ class SpdyConnection:
             reason = f"internal error: {exc!r}"
         finally:
             self._shutdown(reason)
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             with self._write_lock:
                 self._sock.close()
 
@@ -1756,7 +1785,15 @@ class SpdyConnection:
 
     # ---- shutdown
 
-    def _shutdown(self, reason: str) -> None:
+    def _shutdown(self, reason: str, *, linger: float = 0.0) -> None:
+        """Mark the connection closed and wake every waiter.
+
+        With ``linger`` the socket is only shut for writing: the peer reads everything we
+        sent and then EOF, while the reader thread drains (and ignores) what still comes, so
+        that closing the socket with unread input does not turn into a TCP reset that could
+        destroy data the peer has not read yet. After ``linger`` seconds without the peer's
+        EOF the reading side is shut too. Without ``linger`` both directions shut at once.
+        """
         with self._shutdown_lock:
             if self._shutting_down:
                 return
@@ -1764,8 +1801,16 @@ class SpdyConnection:
             self.close_reason = reason
         log.debug("%s: closing: %s", self.name, reason)
         self.closed.set()
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+        if linger > 0:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+            timer = threading.Timer(linger, self._stop_lingering)
+            timer.daemon = True
+            self._linger_timer = timer
+            timer.start()
+        else:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         with self._streams_lock:
             streams = list(self._streams.values())
         for stream in streams:
@@ -1777,6 +1822,10 @@ class SpdyConnection:
         for pending in pings:
             pending.event.set()
         self.incoming.put(None)
+
+    def _stop_lingering(self) -> None:
+        with contextlib.suppress(OSError):  # the reader may have closed the socket already
+            self._sock.shutdown(socket.SHUT_RD)
 
 
 # ------------------------------------------------------------------------- HTTP upgrade
