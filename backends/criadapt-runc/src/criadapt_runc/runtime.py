@@ -249,7 +249,8 @@ class RuntimeService:
         ctr.exit_code = code
         ctr.reason = reason
         ctr.message = message
-        ctr.finished_at = ctr.finished_at or self._exit_time(ctr) or now_ns()
+        finished = ctr.finished_at or self._exit_time(ctr) or now_ns()
+        ctr.finished_at = max(finished, ctr.started_at)  # clocks of files and of us may differ
         self.ctr_records.save(ctr)
         self._emit(m.ContainerEventType.CONTAINER_STOPPED_EVENT, ctr.id, ctr.sandbox_id)
 
@@ -922,12 +923,13 @@ class RuntimeService:
             pod = self._pod(ctr.sandbox_id)
             if pod.state != READY:
                 raise FailedPrecondition(f"pod sandbox {pod.id} is not ready")
+            started = now_ns()  # before: a short command may exit before start() returns
             try:
                 self.oci(ctr.runtime).start(ctr.id)
             except CriError as exc:
                 self._mark_exited(ctr, 128, "StartError", str(exc))
                 raise
-            ctr.started_at = now_ns()
+            ctr.started_at = started
             ctr.state = C_RUNNING
             self.ctr_records.save(ctr)
             self.track_container(ctr)
