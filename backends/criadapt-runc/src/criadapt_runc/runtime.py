@@ -40,6 +40,7 @@ from criadapt.errors import (
     NotFound,
     Unimplemented,
 )
+from criadapt.filters import matches_labels, resolve_id
 from criadapt.images import parse_reference
 from criadapt_runc.config import RuncConfig
 from criadapt_runc.events import EventBus
@@ -80,18 +81,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     temp.write_text(text)
     os.chmod(temp, mode)
     os.replace(temp, path)
-
-
-def _matches_labels(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in selector.items())
-
-
-def _resolve_prefix(wanted: str, ids: Sequence[str]) -> list[str]:
-    """An exact id, or the one id a prefix matches (containerd's truncindex behaviour)."""
-    if wanted in ids:
-        return [wanted]
-    matches = [i for i in ids if i.startswith(wanted)]
-    return matches if len(matches) == 1 else []
 
 
 class _Locks:
@@ -705,14 +694,14 @@ class RuntimeService:
             pods = list(self._pods.values())
         if filter is not None:
             if filter.id:
-                wanted = set(_resolve_prefix(filter.id, [p.id for p in pods]))
+                wanted = set(resolve_id(filter.id, [p.id for p in pods]))
                 pods = [p for p in pods if p.id in wanted]
             if filter.state is not None:
                 pods = [p for p in pods if p.state == filter.state.state]
         items = []
         for pod in pods:
             config = pod.config
-            if filter is not None and not _matches_labels(config.labels, filter.label_selector):
+            if filter is not None and not matches_labels(config.labels, filter.label_selector):
                 continue
             items.append(
                 m.PodSandbox(
@@ -1074,19 +1063,19 @@ class RuntimeService:
             self._refresh_quick(ctr)
         if filter is not None:
             if filter.id:
-                wanted = set(_resolve_prefix(filter.id, [c.id for c in ctrs]))
+                wanted = set(resolve_id(filter.id, [c.id for c in ctrs]))
                 ctrs = [c for c in ctrs if c.id in wanted]
             if filter.pod_sandbox_id:
                 with self._lock:
                     pod_ids = list(self._pods)
-                pods = set(_resolve_prefix(filter.pod_sandbox_id, pod_ids))
+                pods = set(resolve_id(filter.pod_sandbox_id, pod_ids))
                 ctrs = [c for c in ctrs if c.sandbox_id in pods]
             if filter.state is not None:
                 ctrs = [c for c in ctrs if c.state == filter.state.state]
         items = []
         for ctr in ctrs:
             config = ctr.config
-            if filter is not None and not _matches_labels(config.labels, filter.label_selector):
+            if filter is not None and not matches_labels(config.labels, filter.label_selector):
                 continue
             items.append(
                 m.Container(

@@ -18,6 +18,7 @@ from criadapt import hookimpl
 from criadapt import models as m
 from criadapt.cgroups import Cgroups, CgroupSample, Sampler, filesystem_usage, network_stats
 from criadapt.errors import NotFound
+from criadapt.filters import matches_labels
 from criadapt_runc.records import ContainerRecord, SandboxRecord
 
 LAYER_USAGE_MAX_AGE = 10.0
@@ -158,11 +159,7 @@ class StatsService:
             if filter.pod_sandbox_id:
                 ctrs = [c for c in ctrs if c.sandbox_id.startswith(filter.pod_sandbox_id)]
             if filter.label_selector:
-                ctrs = [
-                    c
-                    for c in ctrs
-                    if all(c.config.labels.get(k) == v for k, v in filter.label_selector.items())
-                ]
+                ctrs = [c for c in ctrs if matches_labels(c.config.labels, filter.label_selector)]
         now = time.time()
         return m.ListContainerStatsResponse(stats=[self._container_stats(c, now) for c in ctrs])
 
@@ -268,10 +265,6 @@ class StatsService:
             if filter.id:
                 pods = [p for p in pods if p.id == filter.id]
             if filter.label_selector:
-                pods = [
-                    p
-                    for p in pods
-                    if all(p.config.labels.get(k) == v for k, v in filter.label_selector.items())
-                ]
+                pods = [p for p in pods if matches_labels(p.config.labels, filter.label_selector)]
         now = time.time()
         return m.ListPodSandboxStatsResponse(stats=[self._pod_stats(p, now) for p in pods])
