@@ -17,6 +17,7 @@ from criadapt_runc.images.service import ImageService
 from criadapt_runc.images.store import ImageStore
 from criadapt_runc.runtime import RuntimeService, become_subreaper
 from criadapt_runc.stats import StatsService
+from criadapt_runc.streams import StreamService
 
 log = logging.getLogger("criadapt.runc")
 
@@ -37,7 +38,7 @@ def registry_client(config: Config, options: RuncConfig) -> RegistryClient:
     )
 
 
-class RuncBackend(ImageService, StatsService, RuntimeService):
+class RuncBackend(ImageService, StatsService, StreamService, RuntimeService):
     """The ``runc`` backend; registered as a plugin object by ``criadapt_configure``."""
 
     _live: ClassVar[list[RuncBackend]] = []
