@@ -11,6 +11,7 @@ from criadapt import models as m
 from criadapt.call import CallContext
 from criadapt.plugin import check_backend, get_plugin_manager
 from criadapt.rpcs import RPCS
+from criadapt.streaming import server as streaming
 from criadapt.testing import fake
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "support.md"
@@ -35,7 +36,9 @@ def test_every_rpc_has_a_row_with_its_versions() -> None:
 
 @pytest.mark.parametrize("name", ["Exec", "Attach", "PortForward"])
 def test_fake_streaming_rows_match_behaviour(name: str) -> None:
-    assert rows()[name][3] == "✗"
+    """A URL while a streaming server runs (as under ``criadapt serve``), else UNIMPLEMENTED."""
+    assert rows()[name][3] == "✔"
+    assert rows()[name][4] == "✔"  # runc: checked by backends/criadapt-runc/tests
     pm = get_plugin_manager()
     fake.criadapt_configure(config=None, pluginmanager=pm)
     try:
@@ -47,21 +50,50 @@ def test_fake_streaming_rows_match_behaviour(name: str) -> None:
             runtime_handler="",
             call=CallContext(rpc="RunPodSandbox"),
         ).pod_sandbox_id
+        cri.criadapt_pull_image(
+            image=m.ImageSpec(image="busybox"),
+            auth=None,
+            sandbox_config=None,
+            call=CallContext(rpc="PullImage"),
+        )
+        container = cri.criadapt_create_container(
+            pod_sandbox_id=pod,
+            config=m.ContainerConfig(
+                metadata=m.ContainerMetadata(name="c"), image=m.ImageSpec(image="busybox")
+            ),
+            sandbox_config=None,
+            call=CallContext(rpc="CreateContainer"),
+        ).container_id
+        cri.criadapt_start_container(container_id=container, call=CallContext(rpc="StartContainer"))
         request = {
             "Exec": dict(
-                container_id="x", cmd=["sh"], tty=False, stdin=False, stdout=True, stderr=False
+                container_id=container,
+                cmd=["sh"],
+                tty=False,
+                stdin=False,
+                stdout=True,
+                stderr=False,
             ),
-            "Attach": dict(container_id="x", tty=False, stdin=False, stdout=True, stderr=False),
+            "Attach": dict(
+                container_id=container, tty=False, stdin=False, stdout=True, stderr=False
+            ),
             "PortForward": dict(pod_sandbox_id=pod, port=[80]),
         }[name]
         hook = getattr(cri, f"criadapt_{'port_forward' if name == 'PortForward' else name.lower()}")
-        with pytest.raises((errors.Unimplemented, errors.NotFound)):
+        with pytest.raises(errors.Unimplemented):
             hook(**request, call=CallContext(rpc=name))
+        with streaming.StreamingServer(pm) as server:
+            streaming.set_current(server)
+            try:
+                response = hook(**request, call=CallContext(rpc=name))
+            finally:
+                streaming.set_current(None)
+        assert response.url.startswith(f"{server.base_url}/{name.lower()}/")
     finally:
         fake.criadapt_unconfigure(config=None)
 
 
-def test_fake_column_lists_every_other_rpc_as_implemented() -> None:
+def test_fake_column_lists_every_rpc_as_implemented() -> None:
     pm = get_plugin_manager()
     fake.criadapt_configure(config=None, pluginmanager=pm)
     try:
@@ -69,5 +101,4 @@ def test_fake_column_lists_every_other_rpc_as_implemented() -> None:
     finally:
         fake.criadapt_unconfigure(config=None)
     for name, cells in rows().items():
-        if name not in ("Exec", "Attach", "PortForward"):
-            assert cells[3] == "✔", name
+        assert cells[3] == "✔", name

@@ -19,6 +19,7 @@ import pluggy
 
 from criadapt.plugin import check_backend
 from criadapt.server.servicer import Dispatcher
+from criadapt.streaming import server as streaming
 
 if TYPE_CHECKING:
     from criadapt.config import Config
@@ -119,6 +120,7 @@ def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | N
         raise
     log.info("criadapt listening on unix://%s (CRI v1 and v1alpha2)", path)
     configured = False
+    streaming_server: streaming.StreamingServer | None = None
     try:
         pm.hook.criadapt_configure(config=config, pluginmanager=pm)
         configured = True
@@ -128,6 +130,10 @@ def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | N
                 "RPCs the backend does not implement (answer UNIMPLEMENTED): %s",
                 ", ".join(missing),
             )
+        streaming_server = streaming.StreamingServer(
+            pm, address=config.streaming.address, port=config.streaming.port
+        ).start()
+        streaming.set_current(streaming_server)
         dispatcher.ready.set()
         info = pm.hook.criadapt_backend_info()
         if info is not None:
@@ -136,6 +142,10 @@ def serve(config: Config, pm: pluggy.PluginManager, *, stop: threading.Event | N
     finally:
         dispatcher.ready.clear()
         server.stop(config.grace_period).wait()
+        if streaming_server is not None:
+            if streaming.current() is streaming_server:
+                streaming.set_current(None)
+            streaming_server.stop()
         if configured:
             pm.hook.criadapt_unconfigure(config=config)
         with contextlib.suppress(FileNotFoundError):

@@ -68,7 +68,8 @@ ExecSync
     - ``cat [FILE...]`` (a missing file: exit 1 and ``cat: FILE: No such file or directory``),
       ``touch``, ``rm [-f] [-r]``, ``mkdir [-p]``, ``ls``, ``test``/``[`` (``-e -f -d -s -n
       -z``, ``= !=``, ``-eq -ne -lt -le -gt -ge``), ``pwd``, ``cd``, ``hostname``, ``env``,
-      ``printenv [VAR]``, ``id``, ``whoami``, ``exit [N]``;
+      ``printenv [VAR]``, ``id``, ``whoami``, ``exit [N]``, ``stty [size]`` (only in a TTY
+      session of ``Exec``: the size last sent by the client, ``0 0`` before any);
     - ``sh|bash|ash|dash -c SCRIPT [ARG0 ARGS...]`` (also ``sh FILE``): commands separated by
       ``;``, newlines, ``&&`` and ``||``; quotes and backslashes; ``$VAR``, ``${VAR}``, ``$?``,
       ``$0``-``$9``; redirections ``>``, ``>>``, ``<``, ``N>``, ``N>&M`` (``/dev/null``
@@ -79,8 +80,24 @@ ExecSync
 Streaming
     ``Exec``, ``Attach`` and ``PortForward`` validate the request (``NOT_FOUND``; a container
     that is not running or a sandbox that is not ready is ``FAILED_PRECONDITION``; ``Attach``
-    with a ``tty`` that differs from the container's is ``INVALID_ARGUMENT``) and then answer
-    ``UNIMPLEMENTED``: the fake backend has no streaming server yet.
+    with a ``tty`` that differs from the container's is ``INVALID_ARGUMENT``) and return a URL
+    of the running streaming server (:func:`criadapt.streaming.server.current`, started by
+    ``criadapt serve``); without one they answer ``UNIMPLEMENTED``. The capability
+    ``streaming`` is reported only while a streaming server runs. Behind the URLs:
+
+    - exec runs ``cmd`` through the ExecSync interpreter and writes its output when it ends,
+      except that, with stdin, ``cat`` (no arguments) copies stdin to stdout as it arrives and
+      ``sh``/``bash``/``ash``/``dash`` (no arguments, or ``-i``) read and run one line at a
+      time. With a TTY the terminal behaves like a pty in canonical mode: input is echoed,
+      ``\\r`` ends a line, ``^C`` interrupts (exit 130), ``^D`` on an empty line ends input,
+      backspace edits the line, output newlines become ``\\r\\n``, the interactive shell
+      prints the prompt ``# `` (``$ `` for non-root users), and ``stty size`` reports the
+      size of the latest resize. Commands in the shell get an empty stdin. ``sleep`` ends
+      early (exit 137) when the client disconnects or the container stops;
+    - attach echoes stdin to stdout until stdin ends (exit 0), the client disconnects (-1) or
+      the container stops (its exit code); without stdin it waits for the last two;
+    - port-forward is an echo server on every port: what is read is written back until the
+      client closes its side.
 
 Images
     ``PullImage`` normalises references as Docker does, minimally: ``busybox`` becomes
@@ -151,6 +168,9 @@ from criadapt.errors import (
     ResourceExhausted,
     Unimplemented,
 )
+from criadapt.streaming import PortStream, StreamIO, TerminalSize
+from criadapt.streaming import server as streaming_server
+from criadapt.validators import ValidationError
 
 __all__ = [
     "BACKEND_PLUGIN_NAME",
@@ -175,7 +195,10 @@ WRITABLE_LAYER_BYTES: Final = 4096
 NANO_CORES: Final = 10_000_000
 EVENT_BACKLOG: Final = 10_000
 
-STREAMING_UNIMPLEMENTED: Final = "the fake backend has no streaming server"
+STREAMING_UNIMPLEMENTED: Final = "no streaming server is running (criadapt serve starts one)"
+#: interactive shells the fake streams line by line
+_SHELLS: Final = frozenset({"sh", "bash", "ash", "dash"})
+_SIGINT_EXIT: Final = 130
 
 _SIGKILL_EXIT: Final = 137
 
@@ -693,6 +716,8 @@ class _Shell:
         self.cwd = cwd
         self.user = user
         self.sleep = sleep
+        #: the terminal size of a TTY session (None: no terminal)
+        self.terminal: Callable[[], TerminalSize] | None = None
         self.commands: dict[str, Callable[[list[str], bytes, bytearray, bytearray], int]] = {
             "echo": self._echo,
             "true": lambda args, stdin, out, err: 0,
@@ -716,6 +741,7 @@ class _Shell:
             "printenv": self._env,
             "id": self._id,
             "whoami": self._whoami,
+            "stty": self._stty,
             "sh": self._sh,
             "bash": self._sh,
             "ash": self._sh,
@@ -975,6 +1001,19 @@ class _Shell:
             return 1
         return self._print(out, users[uid])
 
+    def _stty(self, args: list[str], stdin: bytes, out: bytearray, err: bytearray) -> int:
+        if self.terminal is None:
+            err += b"stty: standard input: Not a tty\n"
+            return 1
+        size = self.terminal()
+        if args == ["size"]:
+            return self._print(out, f"{size.height} {size.width}")
+        if not args or args in (["-a"], ["--all"]):
+            return self._print(
+                out, f"speed 38400 baud; rows {size.height}; columns {size.width}; line = 0;"
+            )
+        return 0  # settings (raw, -echo...) are accepted and ignored
+
     def _sh(self, args: list[str], stdin: bytes, out: bytearray, err: bytearray) -> int:
         script: str | None = None
         while args and args[0].startswith("-") and len(args[0]) > 1:
@@ -1090,6 +1129,145 @@ class _Shell:
 # the backend
 
 
+def _streaming_url(kind: streaming_server.StreamKind, request: object) -> str:
+    server = streaming_server.current()
+    if server is None:
+        raise Unimplemented(STREAMING_UNIMPLEMENTED)
+    return server.register(kind, request)
+
+
+class _Interrupted(Exception):
+    """^C typed on the fake terminal."""
+
+
+class _Console:
+    """A fake process's side of a streaming session: the client's streams, and with a TTY a
+    minimal line discipline (ICRNL, ECHO, ONLCR, canonical lines, ^C, ^D, backspace)."""
+
+    def __init__(self, streams: StreamIO, tty: bool) -> None:
+        self.streams = streams
+        self.tty = tty
+        self.size = TerminalSize(width=0, height=0)
+        self._pending = b""
+        self._eof = False
+
+    def terminal_size(self) -> TerminalSize:
+        return self.size
+
+    def follow_resizes(self) -> None:
+        for size in self.streams.resizes():
+            self.size = size
+
+    def write_out(self, data: bytes) -> None:
+        if data and self.streams.stdout is not None:
+            self.streams.stdout.write(data.replace(b"\n", b"\r\n") if self.tty else data)
+
+    def write_err(self, data: bytes) -> None:
+        if self.tty:  # one terminal for both
+            self.write_out(data)
+        elif data and self.streams.stderr is not None:
+            self.streams.stderr.write(data)
+
+    def _read(self) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        if self._eof or self.streams.stdin is None:
+            return b""
+        data = self.streams.stdin.read(65536)
+        self._eof = not data
+        return data
+
+    def readline(self) -> bytes | None:
+        """The next input line without its newline; None at end of input."""
+        if not self.tty:
+            line = b""
+            while True:
+                data = self._read()
+                if not data:
+                    return line or None
+                head, newline, rest = data.partition(b"\n")
+                line += head
+                if newline:
+                    self._pending = rest
+                    return line
+        typed = bytearray()
+        while True:
+            data = self._read()
+            if not data:
+                return bytes(typed) or None
+            echo = bytearray()
+            for index, byte in enumerate(data):
+                if byte in (0x0D, 0x0A):  # ICRNL
+                    self._pending = data[index + 1 :]
+                    self.write_raw(bytes(echo) + b"\r\n")
+                    return bytes(typed)
+                if byte == 0x03:
+                    self._pending = data[index + 1 :]
+                    self.write_raw(bytes(echo) + b"^C\r\n")
+                    raise _Interrupted
+                if byte == 0x04:
+                    if not typed:
+                        self._pending = data[index + 1 :]
+                        self.write_raw(bytes(echo))
+                        return None
+                    continue
+                if byte in (0x7F, 0x08):
+                    if typed:
+                        typed.pop()
+                        echo += b"\b \b"
+                    continue
+                typed.append(byte)
+                echo.append(byte)
+            self.write_raw(bytes(echo))
+
+    def write_raw(self, data: bytes) -> None:
+        if data and self.streams.stdout is not None:
+            self.streams.stdout.write(data)
+
+    def cat(self) -> int:
+        """``cat`` with no arguments: stdin to stdout as it arrives."""
+        if not self.tty:
+            stdout = self.streams.stdout
+            while data := self._read():
+                if stdout is not None:
+                    stdout.write(data)
+            return 0
+        try:
+            while (line := self.readline()) is not None:
+                self.write_out(line + b"\n")
+        except _Interrupted:
+            return _SIGINT_EXIT
+        return 0
+
+    def interactive(self, shell: _Shell, prompt: str) -> int:
+        """An interactive shell: read a line, run it, write its output; until EOF or exit."""
+        status = 0
+        while not self.streams.closed:
+            if self.tty:
+                self.write_raw(prompt.encode())
+            try:
+                line = self.readline()
+            except _Interrupted:
+                status = _SIGINT_EXIT
+                continue
+            if line is None:
+                break
+            out, err = bytearray(), bytearray()
+            try:
+                status = shell.script(line.decode(errors="replace"), out, err)
+            except _Exit as exit_:
+                status = exit_.code
+                line = None
+            except _Killed:
+                status, line = _SIGKILL_EXIT, None
+            self.write_out(bytes(out))
+            self.write_err(bytes(err))
+            if line is None:
+                break
+        return status
+
+
 class _Subscriber:
     def __init__(self) -> None:
         self.queue: queue.Queue[object] = queue.Queue()
@@ -1154,8 +1332,14 @@ class FakeBackend:
                     "pod_sandbox_metrics",
                     "image_fs_info",
                 }
+                | ({"streaming"} if streaming_server.current() is not None else set())
             ),
-            details={"state": "in memory", "streaming": "unimplemented"},
+            details={
+                "state": "in memory",
+                "streaming": "echo servers"
+                if streaming_server.current() is not None
+                else "no streaming server",
+            },
         )
 
     # -- helpers (call with the lock held)
@@ -1568,7 +1752,8 @@ class FakeBackend:
             sandbox = self._sandbox(pod_sandbox_id)
         if sandbox.state != m.PodSandboxState.SANDBOX_READY:
             raise FailedPrecondition(f"pod sandbox {pod_sandbox_id!r} is not ready")
-        raise Unimplemented(STREAMING_UNIMPLEMENTED)
+        request = m.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=port)
+        return m.PortForwardResponse(url=_streaming_url("portforward", request))
 
     # -- containers
 
@@ -1903,6 +2088,12 @@ class FakeBackend:
             if deadline is not None and seconds > limit:
                 raise DeadlineExceeded(deadline[1])
 
+        exit_code, stdout, stderr = self._shell(container, hostname, sleep).run(cmd)
+        return m.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)
+
+    @staticmethod
+    def _shell(container: _Container, hostname: str, sleep: Callable[[float], None]) -> _Shell:
+        """The interpreter in ``container``'s environment, user and working directory."""
         config = container.config
         linux_user = container.user.linux or m.LinuxContainerUser()
         env = {
@@ -1911,31 +2102,136 @@ class FakeBackend:
             "HOME": "/root" if linux_user.uid == 0 else "/",
         }
         env.update((kv.key, kv.value) for kv in config.envs)
-        shell = _Shell(
+        return _Shell(
             container.fs,
             env,
             posixpath.normpath(config.working_dir) if config.working_dir else "/",
             (linux_user.uid, linux_user.gid, tuple(linux_user.supplemental_groups)),
             sleep,
         )
-        exit_code, stdout, stderr = shell.run(cmd)
-        return m.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=exit_code)
 
     @hookimpl
-    def criadapt_exec(self, container_id: str) -> m.ExecResponse:
+    def criadapt_exec(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> m.ExecResponse:
         with self._lock:
             self._running(container_id)
-        raise Unimplemented(STREAMING_UNIMPLEMENTED)
+        try:
+            request = m.ExecRequest(
+                container_id=container_id,
+                cmd=cmd,
+                tty=tty,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except ValidationError as exc:
+            raise InvalidArgument(str(exc)) from None
+        return m.ExecResponse(url=_streaming_url("exec", request))
 
     @hookimpl
-    def criadapt_attach(self, container_id: str, tty: bool) -> m.AttachResponse:
+    def criadapt_attach(
+        self, container_id: str, tty: bool, stdin: bool, stdout: bool, stderr: bool
+    ) -> m.AttachResponse:
         with self._lock:
             container = self._running(container_id)
         if tty != container.config.tty:
             raise InvalidArgument(
                 f"tty={tty} does not match the container's tty={container.config.tty}"
             )
-        raise Unimplemented(STREAMING_UNIMPLEMENTED)
+        try:
+            request = m.AttachRequest(
+                container_id=container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+            )
+        except ValidationError as exc:
+            raise InvalidArgument(str(exc)) from None
+        return m.AttachResponse(url=_streaming_url("attach", request))
+
+    # -- streaming sessions (what the URLs above lead to)
+
+    @hookimpl
+    def criadapt_stream_exec(
+        self, container_id: str, cmd: Sequence[str], tty: bool, streams: StreamIO
+    ) -> int:
+        with self._lock:
+            container = self._running(container_id)
+            hostname = self._sandboxes[container.sandbox_id].config.hostname or "fake-node"
+        console = _Console(streams, tty)
+
+        def sleep(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while (remaining := deadline - time.monotonic()) > 0:
+                if container.stopped.wait(min(remaining, 0.05)) or streams.closed:
+                    raise _Killed
+
+        shell = self._shell(container, hostname, sleep)
+        if tty:
+            shell.terminal = console.terminal_size
+            follower = threading.Thread(
+                target=console.follow_resizes, name="fake-exec-resizes", daemon=True
+            )
+            follower.start()
+        try:
+            program = posixpath.basename(cmd[0]) if cmd else ""
+            interactive_shell = program in _SHELLS and list(cmd[1:]) in ([], ["-i"])
+            if streams.stdin is not None and program == "cat" and len(cmd) == 1:
+                return console.cat()
+            if streams.stdin is not None and interactive_shell:
+                return console.interactive(shell, prompt="# " if shell.user[0] == 0 else "$ ")
+            code, out, err = shell.run(cmd)
+            console.write_out(out)
+            console.write_err(err)
+            return code
+        except BrokenPipeError:
+            return _SIGKILL_EXIT  # the client went away: the process would get SIGPIPE/SIGHUP
+
+    @hookimpl
+    def criadapt_stream_attach(self, container_id: str, tty: bool, streams: StreamIO) -> int:
+        with self._lock:
+            container = self._running(container_id)
+        stdin, stdout = streams.stdin, streams.stdout
+        input_ended = threading.Event()
+
+        def echo() -> None:
+            try:
+                while stdin is not None and (chunk := stdin.read(65536)):
+                    if stdout is not None:
+                        stdout.write(chunk)
+            except (BrokenPipeError, ValueError):
+                pass
+            finally:
+                input_ended.set()
+
+        if stdin is not None:  # in a thread, so that stopping the container ends the attach
+            threading.Thread(target=echo, name="fake-attach-echo", daemon=True).start()
+        while not input_ended.wait(0.05):
+            if container.stopped.is_set() or streams.closed:
+                break
+        if container.stopped.is_set():
+            with self._lock:
+                record = self._containers.get(container_id)
+            return record.exit_code if record is not None else _SIGKILL_EXIT
+        return -1 if streams.closed else 0
+
+    @hookimpl
+    def criadapt_stream_port_forward(
+        self, pod_sandbox_id: str, port: int, stream: PortStream
+    ) -> None:
+        with self._lock:
+            sandbox = self._sandbox(pod_sandbox_id)
+        if sandbox.state != m.PodSandboxState.SANDBOX_READY:
+            raise FailedPrecondition(f"pod sandbox {pod_sandbox_id!r} is not ready")
+        try:
+            while data := stream.read(65536):
+                stream.write(data)
+        except BrokenPipeError:
+            pass
 
     # -- stats
 

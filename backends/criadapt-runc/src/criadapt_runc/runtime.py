@@ -42,6 +42,7 @@ from criadapt.errors import (
 )
 from criadapt.filters import matches_labels, resolve_id
 from criadapt.images import parse_reference
+from criadapt.streaming import server as streaming_server
 from criadapt_runc.config import RuncConfig
 from criadapt_runc.events import EventBus
 from criadapt_runc.images.store import ImageStore, StoredImage
@@ -1153,19 +1154,42 @@ class RuntimeService:
         return m.ExecSyncResponse(stdout=out, stderr=err, exit_code=code)
 
     @hookimpl
-    def criadapt_exec(self, container_id: str) -> m.ExecResponse:
+    def criadapt_exec(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        tty: bool,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> m.ExecResponse:
         self._running(container_id)
-        raise Unimplemented("Exec needs the streaming server, which is not implemented yet")
+        request = m.ExecRequest(
+            container_id=container_id, cmd=cmd, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+        return m.ExecResponse(url=_streaming_url("exec", request))
 
     @hookimpl
-    def criadapt_attach(self, container_id: str) -> m.AttachResponse:
-        self._running(container_id)
-        raise Unimplemented("Attach needs the streaming server, which is not implemented yet")
+    def criadapt_attach(
+        self, container_id: str, tty: bool, stdin: bool, stdout: bool, stderr: bool
+    ) -> m.AttachResponse:
+        ctr = self._running(container_id)
+        if tty != ctr.config.tty:
+            raise InvalidArgument(f"tty={tty} does not match the container's tty={ctr.config.tty}")
+        request = m.AttachRequest(
+            container_id=container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
+        )
+        return m.AttachResponse(url=_streaming_url("attach", request))
 
     @hookimpl
-    def criadapt_port_forward(self, pod_sandbox_id: str) -> m.PortForwardResponse:
-        self._pod(pod_sandbox_id)
-        raise Unimplemented("PortForward needs the streaming server, not implemented yet")
+    def criadapt_port_forward(
+        self, pod_sandbox_id: str, port: Sequence[int]
+    ) -> m.PortForwardResponse:
+        pod = self._pod(pod_sandbox_id)
+        if pod.state != READY:
+            raise FailedPrecondition(f"pod sandbox {pod_sandbox_id} is not ready")
+        request = m.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=port)
+        return m.PortForwardResponse(url=_streaming_url("portforward", request))
 
     # -- runtime ----------------------------------------------------------------------------
     @hookimpl
@@ -1290,6 +1314,14 @@ def reap_zombie(pid: int) -> None:
         return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def _streaming_url(kind: Any, request: object) -> str:
+    """The URL of the running streaming server for this request (single use, 1 minute)."""
+    server = streaming_server.current()
+    if server is None:
+        raise Unimplemented("no streaming server is running (criadapt serve starts one)")
+    return server.register(kind, request)
 
 
 def _overlay(rootfs: Path, layers: Sequence[Path], rw_root: Path) -> None:
