@@ -256,6 +256,14 @@ def settle(read: Callable[[], int], want: int, timeout: float = 5) -> int:
     return value
 
 
+def settle_at_most(read: Callable[[], int], limit: int, timeout: float = 5) -> int:
+    """``read()`` once it is at most ``limit``, else its last value."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) > limit and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
 # -- exec -----------------------------------------------------------------------------------
 
 
@@ -375,7 +383,9 @@ def test_concurrent_execs_leak_nothing(env: Env) -> None:
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(one, range(50)))
     assert results == [(0, f"{i}\n".encode(), b"") for i in range(50)]
-    assert settle(open_fds, fds_before) == fds_before
+    # no fd of the execs is left; fewer than before is fine (earlier tests' objects get
+    # collected and close theirs while this runs in the same process)
+    assert settle_at_most(open_fds, fds_before) <= fds_before
     assert env.new_children() == set()
     lines = [line for line in env.processes(cid).splitlines()[1:] if "ps" not in line.split()]
     assert len(lines) == 1 and "sleep 99999" in lines[0], lines
