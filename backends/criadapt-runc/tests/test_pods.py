@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from criadapt_runc.testing import (
     pod_config,
     run,
     wait_exited,
+    write_cni_conflist,
 )
 
 NODE = m.NamespaceMode.NODE
@@ -31,34 +31,16 @@ NODE = m.NamespaceMode.NODE
 
 @pytest.fixture
 def cni_conf(tmp_path: Path) -> Iterator[str]:
-    """A bridge + host-local + portmap conflist on a test-only bridge and subnet."""
-    conf_dir = tmp_path / "cni"
-    conf_dir.mkdir()
+    """A bridge + host-local conflist on a test-only bridge and subnet."""
     bridge = f"crt{os.getpid() % 10000}"
-    subnet = f"10.89.{os.getpid() % 200 + 20}.0/24"
-    (conf_dir / "10-test.conflist").write_text(
-        json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "criadapt-test",
-                "plugins": [
-                    {
-                        "type": "bridge",
-                        "bridge": bridge,
-                        "isGateway": True,
-                        "ipMasq": False,
-                        "ipam": {
-                            "type": "host-local",
-                            "ranges": [[{"subnet": subnet}]],
-                            "dataDir": str(tmp_path / "ipam"),
-                        },
-                    },
-                    {"type": "portmap", "capabilities": {"portMappings": True}},
-                ],
-            }
-        )
+    yield write_cni_conflist(
+        tmp_path / "cni",
+        name="criadapt-test",
+        bridge=bridge,
+        subnet=f"10.89.{os.getpid() % 200 + 20}.0/24",
+        ipam_dir=tmp_path / "ipam",
+        portmap=True,
     )
-    yield f'[cni]\nconf_dir = "{conf_dir}"\nbin_dirs = ["/usr/lib/cni"]\n'
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import queue
 import socket
@@ -28,7 +27,14 @@ from criadapt import models as m
 from criadapt.client import Client
 from criadapt.streaming import TerminalSize
 from criadapt_runc.streams import EXEC_DRAIN_TIMEOUT, StreamService
-from criadapt_runc.testing import RuncServer, ctr_config, pod_config, run, wait_exited
+from criadapt_runc.testing import (
+    RuncServer,
+    ctr_config,
+    pod_config,
+    run,
+    wait_exited,
+    write_cni_conflist,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
@@ -188,33 +194,16 @@ def env(runc_server: Callable[..., RuncServer], busybox_ref: str, tmp_path: Path
 
 @pytest.fixture
 def cni_conf(tmp_path: Path) -> Iterator[str]:
-    """A bridge + host-local conflist on a test-only bridge and subnet (as in test_pods)."""
-    conf_dir = tmp_path / "cni"
-    conf_dir.mkdir()
+    """A bridge + host-local conflist on a test-only bridge and subnet."""
     bridge = f"crs{os.getpid() % 10000}"
-    subnet = f"10.89.{os.getpid() % 25 + 225}.0/24"
-    (conf_dir / "10-test.conflist").write_text(
-        json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "criadapt-streams-test",
-                "plugins": [
-                    {
-                        "type": "bridge",
-                        "bridge": bridge,
-                        "isGateway": True,
-                        "ipMasq": False,
-                        "ipam": {
-                            "type": "host-local",
-                            "ranges": [[{"subnet": subnet}]],
-                            "dataDir": str(tmp_path / "ipam"),
-                        },
-                    }
-                ],
-            }
-        )
+    yield write_cni_conflist(
+        tmp_path / "cni",
+        name="criadapt-streams-test",
+        bridge=bridge,
+        subnet=f"10.89.{os.getpid() % 25 + 225}.0/24",
+        ipam_dir=tmp_path / "ipam",
+        portmap=False,
     )
-    yield f'[cni]\nconf_dir = "{conf_dir}"\nbin_dirs = ["/usr/lib/cni"]\n'
     subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
 
 

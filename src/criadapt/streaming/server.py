@@ -120,7 +120,7 @@ import attrs
 import pluggy
 
 from criadapt import models as m
-from criadapt.errors import CriError, InvalidArgument, ResourceExhausted, Unavailable
+from criadapt.errors import CriError, InvalidArgument, ResourceExhausted, Unavailable, Unimplemented
 from criadapt.plugin import answering_impls
 from criadapt.streaming import TerminalSize
 from criadapt.streaming.spdy import (
@@ -237,6 +237,15 @@ class _Registry:
 def current() -> StreamingServer | None:
     """The streaming server of the running ``criadapt serve`` (None when there is none)."""
     return _Registry.server
+
+
+def url_for(kind: StreamKind, request: object) -> str:
+    """The URL a backend's Exec/Attach/PortForward hook answers with: the request registered
+    with the running streaming server; ``Unimplemented`` when none runs."""
+    server = current()
+    if server is None:
+        raise Unimplemented("no streaming server is running (criadapt serve starts one)")
+    return server.register(kind, request)
 
 
 def set_current(server: StreamingServer | None) -> StreamingServer | None:

@@ -1129,11 +1129,10 @@ class _Shell:
 # the backend
 
 
-def _streaming_url(kind: streaming_server.StreamKind, request: object) -> str:
-    server = streaming_server.current()
-    if server is None:
-        raise Unimplemented(STREAMING_UNIMPLEMENTED)
-    return server.register(kind, request)
+def _streaming_url_or_unimplemented(kind: streaming_server.StreamKind, request: object) -> str:
+    if streaming_server.current() is None:
+        raise Unimplemented(STREAMING_UNIMPLEMENTED)  # the fake's own message
+    return streaming_server.url_for(kind, request)
 
 
 class _Interrupted(Exception):
@@ -1753,7 +1752,7 @@ class FakeBackend:
         if sandbox.state != m.PodSandboxState.SANDBOX_READY:
             raise FailedPrecondition(f"pod sandbox {pod_sandbox_id!r} is not ready")
         request = m.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=port)
-        return m.PortForwardResponse(url=_streaming_url("portforward", request))
+        return m.PortForwardResponse(url=_streaming_url_or_unimplemented("portforward", request))
 
     # -- containers
 
@@ -2133,7 +2132,7 @@ class FakeBackend:
             )
         except ValidationError as exc:
             raise InvalidArgument(str(exc)) from None
-        return m.ExecResponse(url=_streaming_url("exec", request))
+        return m.ExecResponse(url=_streaming_url_or_unimplemented("exec", request))
 
     @hookimpl
     def criadapt_attach(
@@ -2151,7 +2150,7 @@ class FakeBackend:
             )
         except ValidationError as exc:
             raise InvalidArgument(str(exc)) from None
-        return m.AttachResponse(url=_streaming_url("attach", request))
+        return m.AttachResponse(url=_streaming_url_or_unimplemented("attach", request))
 
     # -- streaming sessions (what the URLs above lead to)
 

@@ -38,7 +38,6 @@ from criadapt.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unimplemented,
 )
 from criadapt.filters import matches_labels, resolve_id
 from criadapt.images import parse_reference
@@ -1167,7 +1166,7 @@ class RuntimeService:
         request = m.ExecRequest(
             container_id=container_id, cmd=cmd, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
         )
-        return m.ExecResponse(url=_streaming_url("exec", request))
+        return m.ExecResponse(url=streaming_server.url_for("exec", request))
 
     @hookimpl
     def criadapt_attach(
@@ -1179,7 +1178,7 @@ class RuntimeService:
         request = m.AttachRequest(
             container_id=container_id, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr
         )
-        return m.AttachResponse(url=_streaming_url("attach", request))
+        return m.AttachResponse(url=streaming_server.url_for("attach", request))
 
     @hookimpl
     def criadapt_port_forward(
@@ -1189,7 +1188,7 @@ class RuntimeService:
         if pod.state != READY:
             raise FailedPrecondition(f"pod sandbox {pod_sandbox_id} is not ready")
         request = m.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=port)
-        return m.PortForwardResponse(url=_streaming_url("portforward", request))
+        return m.PortForwardResponse(url=streaming_server.url_for("portforward", request))
 
     # -- runtime ----------------------------------------------------------------------------
     @hookimpl
@@ -1314,14 +1313,6 @@ def reap_zombie(pid: int) -> None:
         return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def _streaming_url(kind: Any, request: object) -> str:
-    """The URL of the running streaming server for this request (single use, 1 minute)."""
-    server = streaming_server.current()
-    if server is None:
-        raise Unimplemented("no streaming server is running (criadapt serve starts one)")
-    return server.register(kind, request)
 
 
 def _overlay(rootfs: Path, layers: Sequence[Path], rw_root: Path) -> None:

@@ -116,3 +116,31 @@ def log_lines(path: str) -> list[tuple[str, str, str]]:
         assert match, f"not a CRI log line: {line!r}"
         lines.append((match[2], match[3], match[4]))
     return lines
+
+
+def write_cni_conflist(
+    folder: Path, *, name: str, bridge: str, subnet: str, ipam_dir: Path, portmap: bool = False
+) -> str:
+    """Write a bridge + host-local (+ portmap) conflist into ``folder``; return the ``[cni]``
+    config table pointing at it (plugins from Debian's /usr/lib/cni)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    plugins: list[dict[str, object]] = [
+        {
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": True,
+            "ipMasq": False,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": subnet}]],
+                "dataDir": str(ipam_dir),
+            },
+        }
+    ]
+    if portmap:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
+    conflist = {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
+    (folder / "10-test.conflist").write_text(json.dumps(conflist))
+    return f'[cni]\nconf_dir = "{folder}"\nbin_dirs = ["/usr/lib/cni"]\n'
