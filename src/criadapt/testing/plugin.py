@@ -93,6 +93,7 @@ from criadapt.errors import CriError, NotFound
 from criadapt.plugin import check_backend, get_plugin_manager, installed_backends
 from criadapt.server.serve import create_server
 from criadapt.server.servicer import Dispatcher
+from criadapt.streaming import server as streaming
 from criadapt.testing.contract.helpers import (
     container_config,
     pod_sandbox_config,
@@ -266,10 +267,15 @@ def cri_server(
         Path(folder).mkdir(mode=0o711, parents=True, exist_ok=True)
     server, socket_path, dispatcher = create_server(config.listen, pm)
     configured = False
+    streaming_server: streaming.StreamingServer | None = None
+    previous_streaming: streaming.StreamingServer | None = None
     try:
         pm.hook.criadapt_configure(config=config, pluginmanager=pm)
         configured = True
         unimplemented = check_backend(pm)  # after configure, where backends register objects
+        # as serve() does: a streaming server on loopback, so Exec/Attach/PortForward get URLs
+        streaming_server = streaming.StreamingServer(pm, address="127.0.0.1", port=0).start()
+        previous_streaming = streaming.set_current(streaming_server)
         dispatcher.ready.set()
         info = pm.hook.criadapt_backend_info() or m.BackendInfo(name=backend, version="")
         yield CriServer(
@@ -284,6 +290,9 @@ def cri_server(
     finally:
         dispatcher.ready.clear()
         server.stop(0).wait()
+        if streaming_server is not None:
+            streaming.set_current(previous_streaming)
+            streaming_server.stop()
         if configured:
             pm.hook.criadapt_unconfigure(config=config)
         with contextlib.suppress(FileNotFoundError):

@@ -52,6 +52,7 @@ def criadapt_backend_info() -> m.BackendInfo:
                 "update_container_resources",
                 "stats",
                 "pod_sandbox_stats",
+                "streaming",
             }
         ),
     )
