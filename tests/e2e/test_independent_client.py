@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
+
+from criadapt.testing.serving import ServeProcess, serve_subprocess
 
 CLIENT = Path(__file__).with_name("cri_api_client.py")
 VERSIONS = ["v1", "v1alpha2"]
@@ -29,87 +26,18 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 15.0
 
 
-def _answers(socket_path: Path) -> bool:
-    """Whether Version is answered OK on the socket (raw bytes: no protobuf module needed)."""
-    try:
-        with grpc.insecure_channel(f"unix://{socket_path}") as channel:
-            version = channel.unary_unary("/runtime.v1.RuntimeService/Version")
-            version(b"", timeout=1.0)
-    except grpc.RpcError:
-        return False
-    return True
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], socket_path: Path, stderr: Path) -> None:
-        self.proc = proc
-        self.socket = socket_path
-        self.stderr_path = stderr
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("serve")
-    # unix socket paths are limited to ~107 bytes: keep the socket in a short folder
-    sock_dir = Path(tempfile.mkdtemp(prefix="criadapt-e2e-"))
-    socket_path = sock_dir / "cri.sock"
-    stderr_path = tmp / "server.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "criadapt",
-                "serve",
-                "--backend=fake",
-                "--listen",
-                f"unix://{socket_path}",
-                "--root",
-                str(tmp / "root"),
-                "--state",
-                str(tmp / "state"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    srv = Server(proc, socket_path, stderr_path)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (socket_path.exists() and _answers(socket_path)):
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"criadapt serve exited with {proc.returncode} before answering:\n"
-                    + srv.stderr()
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"criadapt serve did not answer on {socket_path} within "
-                    f"{START_TIMEOUT} s:\n" + srv.stderr()
-                )
-            time.sleep(0.1)
+    args = ["--backend=fake", "--root", str(tmp / "root"), "--state", str(tmp / "state")]
+    with serve_subprocess(args, tmp, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as srv:
         yield srv
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            pytest.fail("criadapt serve did not stop on SIGTERM:\n" + srv.stderr())
-        assert code == 0, srv.stderr()
-        assert not socket_path.exists(), "the socket was left behind after SIGTERM"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
-def run_client(server: Server, version: str, scenario: str) -> dict[str, dict[str, Any]]:
+def run_client(server: ServeProcess, version: str, scenario: str) -> dict[str, dict[str, Any]]:
     """Run a scenario of the cri_api client in a subprocess; its steps by name."""
     result = subprocess.run(
-        [sys.executable, str(CLIENT), str(server.socket), version, scenario],
+        [sys.executable, str(CLIENT), str(server.socket_path), version, scenario],
         check=False,
         capture_output=True,
         text=True,
@@ -124,7 +52,7 @@ def run_client(server: Server, version: str, scenario: str) -> dict[str, dict[st
 
 
 @pytest.fixture(scope="module")
-def lifecycle_runs(server: Server) -> Callable[[str], dict[str, dict[str, Any]]]:
+def lifecycle_runs(server: ServeProcess) -> Callable[[str], dict[str, dict[str, Any]]]:
     """The lifecycle scenario, run once per API version and shared by the tests below."""
     cache: dict[str, dict[str, dict[str, Any]]] = {}
 
@@ -306,12 +234,12 @@ def test_container_lifecycle(steps: dict[str, dict[str, Any]]) -> None:
 
 
 @pytest.mark.parametrize(("api", "expected"), [("v1", "OK"), ("v1alpha2", "UNIMPLEMENTED")])
-def test_v1_only_rpc(server: Server, api: str, expected: str) -> None:
+def test_v1_only_rpc(server: ServeProcess, api: str, expected: str) -> None:
     steps = run_client(server, api, "runtime_config")
     assert steps["runtime_config"]["code"] == expected, steps
 
 
-def test_garbage_bytes_are_invalid_argument(server: Server, version: str) -> None:
+def test_garbage_bytes_are_invalid_argument(server: ServeProcess, version: str) -> None:
     steps = run_client(server, version, "garbage")
     assert steps["garbage"]["code"] == "INVALID_ARGUMENT", steps
     assert steps["version_after"]["code"] == "OK", steps

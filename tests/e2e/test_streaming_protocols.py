@@ -17,8 +17,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -26,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from criadapt import errors
@@ -38,6 +35,7 @@ from criadapt.streaming.spdy import (
     client_upgrade_request,
     read_http_response_head,
 )
+from criadapt.testing.serving import serve_subprocess
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
@@ -51,55 +49,15 @@ CLIENT_GO_PROTOCOLS = ["v5.channel.k8s.io", V4, "v3.channel.k8s.io", "v2.channel
 # the server
 
 
-def _answers(socket_path: Path) -> bool:
-    try:
-        with grpc.insecure_channel(f"unix://{socket_path}") as channel:
-            channel.unary_unary("/runtime.v1.RuntimeService/Version")(b"", timeout=1.0)
-    except grpc.RpcError:
-        return False
-    return True
-
-
 @contextlib.contextmanager
 def serve(tmp: Path) -> Iterator[Client]:
     """``criadapt serve --backend=fake`` in a subprocess; a client of it."""
-    sock_dir = Path(tempfile.mkdtemp(prefix="criadapt-stream-"))
-    socket_path = sock_dir / "cri.sock"
-    stderr_path = tmp / "server.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "criadapt",
-                "serve",
-                "--backend=fake",
-                "--listen",
-                f"unix://{socket_path}",
-                "--root",
-                str(tmp / "root"),
-                "--state",
-                str(tmp / "state"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not (socket_path.exists() and _answers(socket_path)):
-            assert proc.poll() is None, stderr_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, stderr_path.read_text(errors="replace")
-            time.sleep(0.1)
-        with Client(f"unix://{socket_path}") as client:
-            yield client
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=STOP_TIMEOUT) == 0, stderr_path.read_text(errors="replace")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(sock_dir, ignore_errors=True)
+    args = ["--backend=fake", "--root", str(tmp / "root"), "--state", str(tmp / "state")]
+    with (
+        serve_subprocess(args, tmp, start_timeout=START_TIMEOUT, stop_timeout=STOP_TIMEOUT) as srv,
+        Client(srv.endpoint) as client,
+    ):
+        yield client
 
 
 class Pod:

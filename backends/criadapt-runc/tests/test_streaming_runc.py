@@ -4,12 +4,8 @@ server, with a SPDY client as kubelet speaks it."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +20,12 @@ from criadapt.streaming.spdy import (
     client_upgrade_request,
     read_http_response_head,
 )
+from criadapt.testing.serving import serve_subprocess
 from criadapt_runc.testing import ctr_config, pod_config, run
 
 PROTOCOLS = ["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"]
 CONFIG = """
 backend = "runc"
-listen = "unix://{sock}"
 root = "{root}"
 state = "{state}"
 """
@@ -38,31 +34,13 @@ state = "{state}"
 @pytest.fixture(scope="module")
 def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     base = tmp_path_factory.mktemp("streaming")
-    sock = base / "cri.sock"
     config = base / "criadapt.toml"
-    config.write_text(CONFIG.format(sock=sock, root=base / "root", state=base / "state"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "criadapt", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with Client(f"unix://{sock}", timeout=2) as probe:
-                    probe.version()
-                break
-            except errors.CriError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    output = proc.stderr.read().decode() if proc.stderr else ""
-                    raise AssertionError(output) from None
-                time.sleep(0.2)
-        with Client(f"unix://{sock}", timeout=60) as cri:
-            yield cri
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+    config.write_text(CONFIG.format(root=base / "root", state=base / "state"))
+    with (
+        serve_subprocess(["--config", str(config)], base, start_timeout=30) as server,
+        Client(server.endpoint, timeout=60) as cri,
+    ):
+        yield cri
 
 
 def spdy_exec(url: str, *, stdin: bytes | None = None, stderr: bool = True) -> dict[str, bytes]:
